@@ -1,0 +1,396 @@
+"""The one training loop every model uses.
+
+A model plugs in through a `TrainTask` (how to build it, its loss, its data). The loop owns the
+rest: a pure train step jitted over a 'data' Mesh with explicit shardings and a donated state,
+orbax checkpoints of everything a resumed run needs (model, optimizer, step, RNG, data iterator),
+automatic resume from --workdir, TensorBoard events and metrics.jsonl, steps/s and ETA, periodic
+evaluation and samples, and a fail-fast stop on a non-finite loss that keeps the last good checkpoint.
+
+Determinism: the step's RNG is `fold_in(key(seed), step)` and the data iterator state is saved with
+the model, so a run that is killed and resumed ends with the same parameters as one that was not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging as pylogging
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from common import sharding
+from common.errors import UserError
+
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTask:
+  """What a model gives the shared training loop.
+
+  Attributes:
+    build_model: (config, rngs) -> the model (any nnx.Module).
+    loss_fn: (model in train mode, global batch, rng key, step) -> (scalar loss, scalar metrics).
+      It may update nnx.BatchStat variables (batch norm); the loop keeps those updates.
+    train_iterator: (config, process_index, process_count) -> an endless iterator of this process's
+      share of each batch, with get_state() / set_state() so it can be checkpointed.
+    eval_fn: (model in eval mode, batch with 'weight' (B,), rng) -> weighted-mean scalar metrics.
+    eval_batches: (config, process_index, process_count) -> one finite pass over the eval split.
+    make_optimizer: config -> optax transformation; by default Adam(config.learning_rate), clipped
+      to config.grad_clip_norm when set.
+    sample_hook: (model in eval mode, step, workdir) -> None; writes samples, runs on process 0.
+  """
+  build_model: Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
+  loss_fn: Callable[[nnx.Module, Batch, jax.Array, jax.Array], tuple[jax.Array, Metrics]]
+  train_iterator: Callable[[ml_collections.ConfigDict, int, int], Iterator[Batch]]
+  eval_fn: Callable[[nnx.Module, Batch, jax.Array], Metrics] | None = None
+  eval_batches: Callable[[ml_collections.ConfigDict, int, int], Iterable[Batch]] | None = None
+  make_optimizer: Callable[[ml_collections.ConfigDict], optax.GradientTransformation] | None = None
+  sample_hook: Callable[[nnx.Module, int, str], None] | None = None
+
+
+class NonFiniteLossError(UserError):
+  """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
+
+
+def default_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam at config.learning_rate, with global-norm clipping when config.grad_clip_norm is set."""
+  adam = optax.adam(config.learning_rate)
+  clip = config.get('grad_clip_norm')
+  return optax.chain(optax.clip_by_global_norm(clip), adam) if clip else adam
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure steps.
+
+
+def _train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                loss_fn: Callable, state: dict, batch: Batch) -> tuple[dict, Metrics]:
+  """One optimizer step on the split state; pure, so it can be jitted and donated."""
+  step = state['step']
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), step)
+
+  def loss_and_updates(params):
+    model = nnx.merge(graphdef, params, state['rest'], copy=True)
+    loss, metrics = loss_fn(model, batch, rng, step)
+    _, _, new_rest = nnx.split(model, nnx.Param, ...)
+    return loss, (metrics, new_rest)
+
+  (loss, (metrics, new_rest)), grads = jax.value_and_grad(loss_and_updates, has_aux=True)(
+      state['params'])
+  updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+  new_state = dict(state, step=step + 1, params=params, rest=new_rest, opt_state=opt_state)
+  return new_state, metrics
+
+
+def _eval_step(graphdef: nnx.GraphDef, eval_fn: Callable, state: dict, batch: Batch,
+               rng: jax.Array) -> Metrics:
+  model = nnx.merge(graphdef, state['params'], state['rest'])
+  metrics = eval_fn(model, batch, rng)
+  weight = jnp.sum(batch['weight']) if 'weight' in batch else jnp.asarray(1.0)
+  # Weighted sums, so batches of different real sizes average correctly.
+  return {**{k: v * weight for k, v in metrics.items()}, '_weight': weight}
+
+
+# ------------------------------------------------------------------------------------------------
+# State, checkpoints, logging.
+
+
+def _init_state(task: TrainTask, config: ml_collections.ConfigDict,
+                tx: optax.GradientTransformation):
+  """Builds the model and the initial train state (a pytree of arrays) plus both graphdefs."""
+  model = task.build_model(config, nnx.Rngs(config.seed))
+  model.eval()
+  eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+  model.train()
+  train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = {
+      'step': jnp.asarray(0, jnp.int32),
+      'params': params,
+      'rest': rest,
+      'opt_state': tx.init(params),
+      'rng': jax.random.key_data(jax.random.key(config.seed)),
+  }
+  return train_graphdef, eval_graphdef, state
+
+
+def _checkpoint_manager(workdir: str, config: ml_collections.ConfigDict,
+                        read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.get('max_checkpoints_to_keep', 3),
+      enable_async_checkpointing=False,  # the donated state is reused at once; keep saves simple
+      cleanup_tmp_directories=not read_only,  # a save cut short by a kill leaves a tmp dir behind
+      read_only=read_only,
+      create=not read_only)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+                               options=options, item_names=('state', 'data'))
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with (UserError if there is none)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f'{workdir}: no {CONFIG_FILE} here; is this a training --workdir?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+class _MetricsWriter:
+  """metrics.jsonl plus TensorBoard event files, on process 0 only."""
+
+  def __init__(self, workdir: str):
+    self._active = jax.process_index() == 0
+    if not self._active:
+      return
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(logdir=os.path.join(workdir, 'tensorboard'))
+    self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a')
+
+  def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    if not self._active:
+      return
+    for name, value in metrics.items():
+      self._tb.add_scalar(f'{split}/{name}', value, step)
+    record = {'step': step, 'split': split, 'time': time.time(), **metrics}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self._active:
+      self._tb.close()
+      self._jsonl.close()
+
+
+class _DropLibraryInfo(pylogging.Filter):
+  """Hides orbax's per-save INFO chatter so the loop's own progress lines stay readable."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Installs the filter once on absl's logger (orbax logs through absl)."""
+  logger = pylogging.getLogger('absl')
+  if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
+    logger.addFilter(_DropLibraryInfo())
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
+
+
+def _to_host(metrics: Metrics) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None) -> nnx.Module:
+  """Trains `task` for config.num_train_steps, resuming from `workdir` if it has checkpoints.
+
+  Returns the final model in eval mode.
+  """
+  quiet_library_logs()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh or sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  _write_config(config, workdir)
+
+  tx = (task.make_optimizer or default_optimizer)(config)
+  train_graphdef, eval_graphdef, state = _init_state(task, config, tx)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  state = jax.device_put(state, state_sharding)
+
+  data_iter = task.train_iterator(config, jax.process_index(), jax.process_count())
+  manager = _checkpoint_manager(workdir, config)
+  start_step = manager.latest_step()
+  if start_step is not None:
+    state, data_state = _restore(manager, start_step, state, state_sharding)
+    data_iter.set_state(data_state)
+    logging.info('Resumed from %s at step %d', manager.directory, start_step)
+  start_step = int(state['step'])
+
+  train_step = jax.jit(
+      functools.partial(_train_step, train_graphdef, tx, task.loss_fn),
+      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  eval_step = None
+  if task.eval_fn is not None and task.eval_batches is not None:
+    eval_step = jax.jit(
+        functools.partial(_eval_step, eval_graphdef, task.eval_fn),
+        in_shardings=(state_sharding, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
+        out_shardings=sharding.replicated(mesh))
+
+  writer = _MetricsWriter(workdir)
+  num_steps = config.num_train_steps
+  log_every = config.get('log_every_steps', 100)
+  checkpoint_every = config.get('checkpoint_every_steps', 1000)
+  eval_every = config.get('eval_every_steps', 0)
+  sample_every = config.get('sample_every_steps', 0)
+  last_good_step = start_step if start_step > 0 else None
+
+  def check_finite(step: int, metrics: dict[str, float]) -> None:
+    if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
+      kept = (f'the last good checkpoint (step {last_good_step}) is kept in '
+              f'{manager.directory}' if last_good_step else 'no checkpoint was written yet')
+      raise NonFiniteLossError(
+          f'training stopped at step {step}: loss={metrics["loss"]}, '
+          f'grad_norm={metrics["grad_norm"]}; {kept}. Try a lower learning rate '
+          f'(--config.learning_rate) or gradient clipping (--config.grad_clip_norm).')
+
+  logging.info('Training %s for %d steps (from step %d) on %d device(s); workdir %s',
+               config.get('task', '?'), num_steps, start_step, mesh.devices.size, workdir)
+  pending = None  # (step, device metrics): read one step late so the host never stalls the device
+  window_start, window_steps = time.perf_counter(), 0
+  try:
+    for step in range(start_step, num_steps):
+      batch = sharding.global_batch(next(data_iter), mesh)
+      state, metrics = train_step(state, batch)
+      done = step + 1
+      if pending is not None:
+        host = _to_host(pending[1])
+        check_finite(pending[0], host)
+        if pending[0] % log_every == 0:
+          _log_train(writer, pending[0], host, window_steps, window_start, num_steps)
+          window_start, window_steps = time.perf_counter(), 0
+      pending = (done, metrics)
+      window_steps += 1
+
+      is_last = done == num_steps
+      if done % checkpoint_every == 0 or is_last:
+        host = _to_host(metrics)
+        check_finite(done, host)
+        manager.save(done, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_iter.get_state())))
+        last_good_step = done
+      if eval_step is not None and eval_every and (done % eval_every == 0 or is_last):
+        _evaluate(task, config, eval_step, state, mesh, writer, done)
+      if task.sample_hook is not None and sample_every and done % sample_every == 0:
+        if jax.process_index() == 0:
+          task.sample_hook(_merge_eval(eval_graphdef, state), done, workdir)
+    if pending is not None:
+      host = _to_host(pending[1])
+      check_finite(pending[0], host)
+      _log_train(writer, pending[0], host, window_steps, window_start, num_steps)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return _merge_eval(eval_graphdef, state)
+
+
+def _log_train(writer: _MetricsWriter, step: int, metrics: dict[str, float], window_steps: int,
+               window_start: float, num_steps: int) -> None:
+  steps_per_sec = window_steps / max(time.perf_counter() - window_start, 1e-9)
+  eta = (num_steps - step) / steps_per_sec if steps_per_sec > 0 else float('inf')
+  shown = ' '.join(f'{k} {v:.4g}' for k, v in sorted(metrics.items()))
+  logging.info('step %d/%d | %s | %.2f steps/s | ETA %s', step, num_steps, shown, steps_per_sec,
+               _format_seconds(eta) if math.isfinite(eta) else '?')
+  writer.write(step, 'train', dict(metrics, steps_per_sec=steps_per_sec))
+
+
+def _evaluate(task: TrainTask, config: ml_collections.ConfigDict, eval_step: Callable,
+              state: dict, mesh: jax.sharding.Mesh, writer: _MetricsWriter, step: int) -> dict:
+  totals: dict[str, float] = {}
+  rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
+  for i, local_batch in enumerate(
+      task.eval_batches(config, jax.process_index(), jax.process_count())):
+    sums = _to_host(eval_step(state, sharding.global_batch(local_batch, mesh),
+                              jax.random.fold_in(rng, i)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + v
+  weight = totals.pop('_weight', 0.0)
+  if weight == 0:
+    logging.warning('step %d: the eval split is empty; skipped evaluation', step)
+    return {}
+  means = {k: v / weight for k, v in totals.items()}
+  logging.info('eval at step %d | %s', step, ' '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
+  writer.write(step, 'eval', means)
+  return means
+
+
+def _merge_eval(eval_graphdef: nnx.GraphDef, state: dict) -> nnx.Module:
+  # Copy: the train step donates (and so invalidates) the buffers of `state`.
+  params, rest = jax.tree.map(jnp.copy, (state['params'], state['rest']))
+  return nnx.merge(eval_graphdef, params, rest)
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, state: dict,
+             state_sharding: Any) -> tuple[dict, Any]:
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sharding)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+  return restored['state'], restored['data']
+
+
+def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
+               step: int | None = None) -> nnx.Module:
+  """The model of the latest (or a given) checkpoint in `workdir`, in eval mode, on one device."""
+  quiet_library_logs()
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise UserError(f'{workdir}: no checkpoints found (expected {directory}); train first with '
+                    f'python -m experiments.train --workdir={workdir}')
+  manager = _checkpoint_manager(workdir, config, read_only=True)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise UserError(f'{workdir}: no checkpoint at step {step}; have {sorted(manager.all_steps())}')
+  tx = (task.make_optimizer or default_optimizer)(config)
+  _, eval_graphdef, state = _init_state(task, config, tx)
+  mesh = sharding.make_mesh(1)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sharding)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))
+  manager.close()
+  logging.info('Loaded %s step %d', directory, step)
+  return nnx.merge(eval_graphdef, restored['state']['params'], restored['state']['rest'])
+
+
+def get_task(config: ml_collections.ConfigDict) -> TrainTask:
+  """The TrainTask of config.task, from `<task>/train.py:get_task`."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  name = config.get('task')
+  known = ('coconet', 'musicvae', 'pianonet', 'cpword')
+  if name not in known:
+    raise UserError(f'config.task={name!r} is not one of {", ".join(known)}')
+  return importlib.import_module(f'{name}.train').get_task(config)

@@ -1,0 +1,119 @@
+"""The shared training loop: data parallel == single device, kill + resume == uninterrupted, NaN stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common import training
+from common.errors import UserError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import tiny_task  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _env(num_cpu_devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_cpu_devices}'
+  return env
+
+
+def _train_subprocess(workdir, num_steps, num_devices=1, sleep=0.0, fake_devices=1):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(HERE, 'tiny_task.py'), str(workdir), str(num_steps),
+       str(num_devices), str(sleep)],
+      env=_env(fake_devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _final_params(workdir, num_steps):
+  model = training.load_model(tiny_task.make_task(), tiny_task.make_config(num_steps), str(workdir))
+  return tiny_task.flat_params(model)
+
+
+def _assert_same_params(a, b, atol=0.0):
+  assert a.keys() == b.keys()
+  for name in a:
+    np.testing.assert_allclose(a[name], b[name], rtol=0, atol=atol, err_msg=name)
+
+
+def test_loop_learns_and_writes_metrics_and_checkpoints(tmp_path):
+  config = tiny_task.make_config(40)
+  training.train_and_evaluate(tiny_task.make_task(), config, str(tmp_path))
+  lines = (tmp_path / training.METRICS_FILE).read_text().splitlines()
+  import json  # pylint: disable=g-import-not-at-top
+  records = [json.loads(line) for line in lines]
+  train_losses = [r['loss'] for r in records if r['split'] == 'train']
+  assert train_losses[-1] < 0.6 * train_losses[0]
+  assert any(r['split'] == 'eval' for r in records)
+  assert sorted(os.listdir(tmp_path / 'checkpoints'), key=int)[-1] == '40'
+  assert os.listdir(tmp_path / 'tensorboard')
+  assert training.read_config(str(tmp_path)).num_train_steps == 40
+
+
+def test_data_parallel_on_8_devices_equals_one_device(tmp_path):
+  one = _train_subprocess(tmp_path / 'one', 12, num_devices=1, fake_devices=8)
+  eight = _train_subprocess(tmp_path / 'eight', 12, num_devices=8, fake_devices=8)
+  for proc in (one, eight):
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+  assert 'on 8 device(s)' in out
+  # Only the reduction order of the gradient all-reduce differs.
+  _assert_same_params(_final_params(tmp_path / 'one', 12), _final_params(tmp_path / 'eight', 12),
+                      atol=1e-5)
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
+  num_steps = 30
+  reference = _train_subprocess(tmp_path / 'reference', num_steps)
+  out, _ = reference.communicate(timeout=300)
+  assert reference.returncode == 0, out
+
+  resumed_dir = tmp_path / 'resumed'
+  victim = _train_subprocess(resumed_dir, num_steps, sleep=0.05)
+  deadline = time.time() + 240
+  while not (resumed_dir / 'checkpoints' / '10').exists():  # wait for two checkpoints
+    assert victim.poll() is None and time.time() < deadline, 'run ended before it could be killed'
+    time.sleep(0.05)
+  time.sleep(0.12)  # land somewhere between checkpoints
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  assert victim.returncode == -signal.SIGKILL
+
+  resume = _train_subprocess(resumed_dir, num_steps)
+  out, _ = resume.communicate(timeout=300)
+  assert resume.returncode == 0, out
+  assert 'Resumed from' in out
+  _assert_same_params(_final_params(tmp_path / 'reference', num_steps),
+                      _final_params(resumed_dir, num_steps))
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+  config = tiny_task.make_config(30)
+  with pytest.raises(training.NonFiniteLossError) as err:
+    training.train_and_evaluate(tiny_task.make_task(nan_from_step=12), config, str(tmp_path))
+  message = str(err.value)
+  assert isinstance(err.value, UserError)  # the CLI prints it on one line, no traceback
+  assert 'step 13' in message and 'nan' in message and 'step 10' in message
+  steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
+  assert steps[-1] == 10
+  model = training.load_model(tiny_task.make_task(), config, str(tmp_path))
+  params = tiny_task.flat_params(model)
+  assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
+def test_load_model_without_checkpoint_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='no checkpoints'):
+    training.load_model(tiny_task.make_task(), tiny_task.make_config(1), str(tmp_path))
+
+
+def test_unknown_task_is_a_user_error():
+  with pytest.raises(UserError, match='not one of'):
+    training.get_task(tiny_task.make_config(1, task='nope'))
