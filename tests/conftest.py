@@ -1,4 +1,8 @@
-"""Test-wide settings: CPU only, quiet logs, a private cache dir per session."""
+"""Test-wide settings: CPU only, quiet TensorFlow-style logs.
+
+Parsed MIDI and converted chorales are cached in $MUSICGEN_CACHE_DIR (default ~/.cache/musicgen),
+as for users, so a second `make test` skips the one-off music21 conversion (~30 s).
+"""
 
 import os
 

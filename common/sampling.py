@@ -1,0 +1,146 @@
+"""Sampling from categorical logits: temperature, top-k, top-p (nucleus), per-field settings.
+
+Everything here is jittable and batched over any leading dims (the vocabulary is the last axis).
+`temperature`, `top_k` and `top_p` may be Python numbers or traced scalars; only whether top_k /
+top_p is None changes the compiled program. Rows that are all -inf, huge logits and tiny
+temperatures never produce NaN.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+import zlib
+
+import jax
+import jax.numpy as jnp
+
+from common.errors import UserError
+
+_FIELD_SETTING_KEYS = frozenset({'temperature', 'top_k', 'top_p'})
+
+
+def _as_float(logits_BV: jax.Array) -> jax.Array:
+  """At least float32 (bf16 cumulative sums are too coarse for top-p); +inf made finite."""
+  x_BV = jnp.asarray(logits_BV)
+  if not jnp.issubdtype(x_BV.dtype, jnp.floating) or jnp.finfo(x_BV.dtype).bits < 32:
+    x_BV = x_BV.astype(jnp.float32)
+  # +inf - +inf would be NaN below; the largest finite value keeps the ordering.
+  return jnp.where(x_BV == jnp.inf, jnp.finfo(x_BV.dtype).max, x_BV)
+
+
+def _shift_max_to_zero(x_BV: jax.Array) -> jax.Array:
+  """x - max(x) per row, so the top logit is 0 and nothing can overflow; all -inf rows stay -inf."""
+  max_B1 = jnp.max(x_BV, axis=-1, keepdims=True)
+  max_B1 = jnp.where(jnp.isfinite(max_B1), max_B1, 0)
+  return x_BV - max_B1
+
+
+def _descending_order(x_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(order, rank): order[j] is the index of the j-th largest; ties go to the lower index."""
+  order_BV = jnp.argsort(-x_BV, axis=-1, stable=True)
+  rank_BV = jnp.argsort(order_BV, axis=-1, stable=True)
+  return order_BV, rank_BV
+
+
+def top_k_mask(logits_BV: jax.Array, top_k: int | jax.Array | None) -> jax.Array:
+  """Keeps exactly the `top_k` largest logits per row (ties: lower index); -inf elsewhere.
+
+  None or >= vocabulary size keeps everything; a traced top_k below 1 acts as 1.
+  """
+  if isinstance(top_k, int) and top_k < 1:
+    raise ValueError(f'top_k must be at least 1, got {top_k}.')
+  return _top_k_mask(logits_BV, top_k)
+
+
+@jax.jit
+def _top_k_mask(logits_BV: jax.Array, top_k: int | jax.Array | None) -> jax.Array:
+  x_BV = _as_float(logits_BV)
+  if top_k is None:
+    return x_BV
+  # Ranks rather than lax.top_k: exactly k survive ties, and k may be traced.
+  _, rank_BV = _descending_order(x_BV)
+  return jnp.where(rank_BV < jnp.maximum(top_k, 1), x_BV, -jnp.inf)
+
+
+@jax.jit
+def top_p_mask(logits_BV: jax.Array, top_p: float | jax.Array | None) -> jax.Array:
+  """Keeps the smallest set of most probable tokens whose total probability reaches `top_p`.
+
+  Tokens are taken in order of decreasing probability (ties: lower index first) while the mass
+  taken before them is still below `top_p`, so the most probable token is always kept.
+  `top_p` may be traced; None keeps everything.
+  """
+  x_BV = _as_float(logits_BV)
+  if top_p is None:
+    return x_BV
+  order_BV, rank_BV = _descending_order(x_BV)
+  sorted_BV = jnp.take_along_axis(_shift_max_to_zero(x_BV), order_BV, axis=-1)
+  # exp(-inf) = 0, and the top entry is exp(0) = 1 unless the whole row is -inf (total 0).
+  weights_BV = jnp.exp(sorted_BV)
+  total_B1 = jnp.sum(weights_BV, axis=-1, keepdims=True)
+  probs_BV = weights_BV / jnp.where(total_B1 > 0, total_B1, 1)
+  mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+  keep_sorted_BV = mass_before_BV < top_p
+  keep_sorted_BV = keep_sorted_BV.at[..., 0].set(True)
+  keep_BV = jnp.take_along_axis(keep_sorted_BV, rank_BV, axis=-1)
+  return jnp.where(keep_BV, x_BV, -jnp.inf)
+
+
+def sample_logits(rng: jax.Array,
+                  logits_BV: jax.Array,
+                  temperature: float | jax.Array = 1.0,
+                  top_k: int | jax.Array | None = None,
+                  top_p: float | jax.Array | None = None) -> jax.Array:
+  """Samples one id per row of `logits_BV` (shape (..., V) -> (...), int32).
+
+  Order of operations: temperature, then top-k, then top-p on the tempered distribution.
+  Temperature <= 0 means greedy (argmax). A row of all -inf gives id 0.
+  """
+  if isinstance(temperature, (int, float)) and temperature < 0:
+    raise ValueError(f'temperature must be >= 0, got {temperature}.')
+  if isinstance(top_p, (int, float)) and not 0 < top_p <= 1:
+    raise ValueError(f'top_p must be in (0, 1], got {top_p}.')
+  if isinstance(top_k, int) and top_k < 1:
+    raise ValueError(f'top_k must be at least 1, got {top_k}.')
+  return _sample_logits(rng, logits_BV, temperature, top_k, top_p)
+
+
+# Jitted as a whole: eager dispatch would compile each small op separately (seconds on a CPU).
+@jax.jit
+def _sample_logits(rng: jax.Array, logits_BV: jax.Array, temperature: float | jax.Array,
+                   top_k: int | jax.Array | None, top_p: float | jax.Array | None) -> jax.Array:
+  # Shift before dividing: (x - max) / t is in [-inf, 0], so a tiny t cannot overflow to +inf.
+  x_BV = _shift_max_to_zero(_as_float(logits_BV))
+  greedy_B = jnp.argmax(x_BV, axis=-1)
+  temperature = jnp.asarray(temperature, x_BV.dtype)
+  x_BV = x_BV / jnp.where(temperature > 0, temperature, 1)
+  x_BV = _top_k_mask(x_BV, top_k)
+  x_BV = top_p_mask(x_BV, top_p)
+  sampled_B = jax.random.categorical(rng, x_BV, axis=-1)
+  return jnp.where(temperature > 0, sampled_B, greedy_B).astype(jnp.int32)
+
+
+def sample_fields(rng: jax.Array,
+                  logits_by_field: Mapping[str, jax.Array],
+                  settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, jax.Array]:
+  """Samples every field with its own temperature / top_k / top_p (compound-word tokens).
+
+  `settings[field]` may hold 'temperature' (default 1.0), 'top_k' and 'top_p' (default None);
+  fields without settings use the defaults, settings for absent fields are ignored. Each field's
+  key is `rng` folded with a hash of the field's name, so adding a field changes no other field.
+  """
+  settings = settings or {}
+  for field, field_settings in settings.items():
+    unknown = set(field_settings) - _FIELD_SETTING_KEYS
+    if unknown:
+      raise UserError(f'sampling settings for field {field!r}: unknown keys {sorted(unknown)}; '
+                      f'allowed: {sorted(_FIELD_SETTING_KEYS)}.')
+  ids_by_field = {}
+  for field in sorted(logits_by_field):
+    field_settings = settings.get(field, {})
+    key = jax.random.fold_in(rng, zlib.crc32(field.encode()) & 0x7FFFFFFF)
+    ids_by_field[field] = sample_logits(
+        key, logits_by_field[field],
+        temperature=field_settings.get('temperature', 1.0),
+        top_k=field_settings.get('top_k'),
+        top_p=field_settings.get('top_p'))
+  return ids_by_field
