@@ -218,6 +218,31 @@ def _to_host(metrics: Metrics) -> dict[str, float]:
 # The loop.
 
 
+@dataclasses.dataclass
+class TrainingSetup:
+  """The initial replicated state and the jitted train step (also used by the benchmarks)."""
+  state: dict
+  state_sharding: Any
+  train_step: Callable[[dict, Batch], tuple[dict, Metrics]]  # donates its state argument
+  train_graphdef: nnx.GraphDef
+  eval_graphdef: nnx.GraphDef
+
+
+def setup_training(task: TrainTask, config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh) -> TrainingSetup:
+  """Builds the model and optimizer state on `mesh` and jits the train step with its shardings."""
+  tx = (task.make_optimizer or default_optimizer)(config)
+  train_graphdef, eval_graphdef, state = _init_state(task, config, tx)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  state = jax.device_put(state, state_sharding)
+  train_step = jax.jit(
+      functools.partial(_train_step, train_graphdef, tx, task.loss_fn),
+      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  return TrainingSetup(state, state_sharding, train_step, train_graphdef, eval_graphdef)
+
+
 def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
                        mesh: jax.sharding.Mesh | None = None) -> nnx.Module:
   """Trains `task` for config.num_train_steps, resuming from `workdir` if it has checkpoints.
@@ -231,10 +256,9 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
   sharding.check_batch_size(config.batch_size, mesh)
   _write_config(config, workdir)
 
-  tx = (task.make_optimizer or default_optimizer)(config)
-  train_graphdef, eval_graphdef, state = _init_state(task, config, tx)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
-  state = jax.device_put(state, state_sharding)
+  setup = setup_training(task, config, mesh)
+  state, state_sharding, train_step = setup.state, setup.state_sharding, setup.train_step
+  eval_graphdef = setup.eval_graphdef
 
   data_iter = task.train_iterator(config, jax.process_index(), jax.process_count())
   manager = _checkpoint_manager(workdir, config)
@@ -245,11 +269,6 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     logging.info('Resumed from %s at step %d', manager.directory, start_step)
   start_step = int(state['step'])
 
-  train_step = jax.jit(
-      functools.partial(_train_step, train_graphdef, tx, task.loss_fn),
-      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=(0,))
   eval_step = None
   if task.eval_fn is not None and task.eval_batches is not None:
     eval_step = jax.jit(

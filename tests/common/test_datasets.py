@@ -55,7 +55,7 @@ def _all_split(rel):
 
 
 def test_midi_dir_reads_good_files_and_reports_each_skip(messy_folder, tmp_path, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')  # absl flag parsing elsewhere may have raised its level
   ds = datasets.get_dataset('midi_dir', str(messy_folder), split='all',
                             cache_dir=str(tmp_path / 'cache'), num_workers=1)
   assert ds.ids == GOOD_IDS
@@ -83,7 +83,7 @@ def test_midi_dir_second_load_comes_from_the_cache(messy_folder, tmp_path, monke
   def no_parsing(*args, **kwargs):
     raise AssertionError('parsed again instead of using the cache')
   monkeypatch.setattr(datasets.midi, 'midi_bytes_to_sequence', no_parsing)
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')  # absl flag parsing elsewhere may have raised its level
   second = datasets.get_dataset('midi_dir', str(messy_folder), split='all', cache_dir=str(cache),
                                 num_workers=1)
   assert any('0 parsed, 6 from cache' in r.getMessage() for r in caplog.records)

@@ -1,0 +1,203 @@
+"""Negative log-likelihood of Coconet on a split, by the chain rule over an ordering.
+
+Variables are (step, voice) pairs. An ordering reveals them group by group; the log-likelihood of a
+piece is the sum over groups g of log p(group g | all groups revealed before g), each term read from
+one forward pass whose mask hides group g and everything after it.
+  note-wise   groups are single variables (the exact chain rule of the NADE ensemble member).
+  frame-wise  groups are whole time steps: the 4 voices of a frame are scored from the same context
+              (frame hidden), i.e. as independent given the past. The original code instead filled
+              each voice of the frame with the model's argmax before scoring the next; we do not,
+              because conditioning on guesses is not a likelihood. Frame-wise numbers are therefore
+              not a proper joint likelihood of a frame; note-wise ones are.
+  chronological  time-major order, soprano to bass within a step (frame-wise: frame by frame).
+  random         a uniformly random ordering; an ensemble of K orderings (default 5) is combined
+                 in probability space per piece, log( (1/K) sum_k p_k(piece) ), as the orderless
+                 NADE ensemble of Uria et al. (2014) that Coconet cites. 'random_single' in the
+                 results is the plain average of log p_k, for comparison.
+
+Silent variables (a resting voice, NaN in the data) cannot be scored by a softmax over pitch: they
+are always given (never hidden) and not counted. NLLs are in nats, per scored variable ('note') and
+per frame (summed over the voices of the frame).
+
+Efficiency: one jitted call scores `chunk_size` chain steps of a piece at once (a batch of masks).
+The cost is one forward pass per step: sum over pieces of (scored variables) passes note-wise,
+(frames) passes frame-wise, times K for the random ensemble. Use crop_len / max_pieces to bound it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common.errors import UserError
+from coconet import data
+
+UNITS = ('note', 'frame')
+ORDERS = ('chronological', 'random')
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _chain_terms(graphdef, state, roll_TPI, rank_TI, d_C):
+  """log p of the group revealed at each step d in d_C: (C,). Steps with no group give 0."""
+  hidden_CTI = rank_TI[None] >= d_C[:, None, None]
+  roll_CTPI = jnp.broadcast_to(roll_TPI[None], (d_C.shape[0], *roll_TPI.shape))
+  logits = nnx.merge(graphdef, state)(roll_CTPI, hidden_CTI.astype(jnp.float32))
+  log_p_CTI = jnp.sum(jax.nn.log_softmax(logits, axis=2) * roll_CTPI, axis=2)
+  current_CTI = rank_TI[None] == d_C[:, None, None]
+  return jnp.sum(jnp.where(current_CTI, log_p_CTI, 0.0), axis=(1, 2))
+
+
+def group_ranks(valid_TI: np.ndarray, unit: str, order: str,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+  """int32 (T, I): the step at which each variable is revealed; -1 for silent (always given)."""
+  valid_TI = np.asarray(valid_TI, bool)
+  steps, voices = valid_TI.shape
+  if unit not in UNITS:
+    raise UserError(f'unknown unit {unit!r}; expected one of {", ".join(UNITS)}')
+  if order not in ORDERS:
+    raise UserError(f'unknown order {order!r}; expected one of {", ".join(ORDERS)}')
+  if unit == 'note':
+    num_groups = int(valid_TI.sum())
+    position = np.arange(num_groups) if order == 'chronological' else rng.permutation(num_groups)
+    rank = np.full(valid_TI.shape, -1, np.int32)
+    rank[valid_TI] = position  # boolean indexing is time-major, soprano to bass
+    return rank
+  frames = np.arange(steps) if order == 'chronological' else rng.permutation(steps)
+  rank = np.broadcast_to(frames[:, None], (steps, voices)).astype(np.int32)
+  return np.where(valid_TI, rank, -1).astype(np.int32)
+
+
+def piece_log_likelihood(model: nnx.Module, pitches_TI: np.ndarray, rank_TI: np.ndarray, *,
+                         chunk_size: int = 32) -> float:
+  """log p(piece) under the ordering `rank_TI` (see group_ranks), in nats. Model in eval mode."""
+  graphdef, state = nnx.split(nnx.view(model, use_running_average=True))
+  roll_TPI = jnp.asarray(data.pitches_to_roll(pitches_TI))
+  rank_TI = jnp.asarray(rank_TI, jnp.int32)
+  num_steps = int(np.max(np.asarray(rank_TI), initial=-1)) + 1
+  total = 0.0
+  for start in range(0, num_steps, chunk_size):
+    # Always chunk_size steps per call (one compiled shape); steps past the end score nothing.
+    d_C = jnp.arange(start, start + chunk_size, dtype=jnp.int32)
+    total += float(jnp.sum(_chain_terms(graphdef, state, roll_TPI, rank_TI, d_C)))
+  return total
+
+
+def segments(pieces: Sequence[np.ndarray], crop_len: int | None) -> list[np.ndarray]:
+  """Pieces cut into consecutive non-overlapping windows of crop_len (the last may be shorter)."""
+  if not crop_len:
+    return list(pieces)
+  return [p[s:s + crop_len] for p in pieces for s in range(0, len(p), crop_len)]
+
+
+def evaluate_pieces(model: nnx.Module, pieces: Sequence[np.ndarray], *,
+                    units: Sequence[str] = UNITS, orders: Sequence[str] = ORDERS,
+                    ensemble_size: int = 5, seed: int = 0, chunk_size: int = 32,
+                    crop_len: int | None = None, max_pieces: int | None = None,
+                    progress: bool = False) -> dict[str, dict[str, float]]:
+  """NLLs of `pieces` ((T, 4) MIDI pitch arrays, NaN = silent) for each unit x order.
+
+  Returns {'<unit>wise_<order>': {'nll_per_note', 'nll_per_frame', 'num_pieces', 'num_frames',
+  'num_notes'}}, plus '<unit>wise_random_single' (mean over orderings, no ensembling).
+  """
+  pieces = list(pieces)[:max_pieces] if max_pieces else list(pieces)
+  pieces = [p for p in segments(pieces, crop_len) if len(p)]
+  rng = np.random.default_rng(seed)
+  num_notes = sum(int((~np.isnan(p)).sum()) for p in pieces)
+  num_frames = sum(len(p) for p in pieces)
+  results: dict[str, dict[str, float]] = {}
+  for unit in units:
+    for order in orders:
+      k = ensemble_size if order == 'random' else 1
+      ll_PK = np.zeros((len(pieces), k))
+      for i, piece in enumerate(pieces):
+        valid = ~np.isnan(piece)
+        for j in range(k):
+          rank = group_ranks(valid, unit, order, rng)
+          ll_PK[i, j] = piece_log_likelihood(model, piece, rank, chunk_size=chunk_size)
+        if progress:
+          print(f'  {unit}wise {order}: piece {i + 1}/{len(pieces)}', end='\r', flush=True)
+      ensemble = np.array([_log_mean_exp(row) for row in ll_PK])
+      results[f'{unit}wise_{order}'] = _summary(ensemble, num_notes, num_frames, len(pieces))
+      if order == 'random':
+        results[f'{unit}wise_random_single'] = _summary(ll_PK.mean(axis=1), num_notes, num_frames,
+                                                        len(pieces))
+  if progress:
+    print()
+  return results
+
+
+def _log_mean_exp(values: np.ndarray) -> float:
+  top = np.max(values)
+  return float(top + np.log(np.mean(np.exp(values - top))))
+
+
+def _summary(ll_P: np.ndarray, num_notes: int, num_frames: int, num_pieces: int
+             ) -> dict[str, float]:
+  total = -float(np.sum(ll_P))
+  return {'nll_per_note': total / max(num_notes, 1), 'nll_per_frame': total / max(num_frames, 1),
+          'num_pieces': num_pieces, 'num_frames': num_frames, 'num_notes': num_notes}
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+  """A plain-text table of evaluate_pieces' results."""
+  lines = [f'{"evaluation":<28} {"NLL/note":>9} {"NLL/frame":>10} {"pieces":>7} {"frames":>7}']
+  for name, row in results.items():
+    lines.append(f'{name:<28} {row["nll_per_note"]:>9.4f} {row["nll_per_frame"]:>10.4f} '
+                 f'{row["num_pieces"]:>7d} {row["num_frames"]:>7d}')
+  return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line (experiments/evaluate.py dispatches here on config.task == 'coconet')
+
+
+def bn_inputs(config: Any, num_batches: int, seed: int = 0) -> Iterator[tuple[np.ndarray,
+                                                                               np.ndarray]]:
+  """Training crops with training masks, for re-estimating batch-norm statistics."""
+  from common import masking  # pylint: disable=g-import-not-at-top
+  from coconet import train  # pylint: disable=g-import-not-at-top
+  pieces = train.load_pieces(config, 'train')
+  if not pieces:
+    return
+  rng = np.random.default_rng(seed)
+  key = jax.random.key(seed)
+  for b in range(num_batches):
+    picks = rng.integers(len(pieces), size=config.batch_size)
+    idx = np.stack([train.crop_indices(pieces[i], config, rng) for i in picks])
+    mask = masking.sample_mask(config.mask, jax.random.fold_in(key, b), idx.shape, valid=idx >= 0)
+    yield data.indices_to_roll(idx), np.asarray(mask)
+
+
+def evaluate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any]
+                        ) -> dict[str, dict[str, float]]:
+  """Re-estimates batch norm on training data, then evaluates a split; prints and returns it.
+
+  options: split, units, orders, ensemble_size, max_pieces, crop_len, bn_batches, seed,
+  chunk_size, data_dir.
+  """
+  from coconet import model as model_lib  # pylint: disable=g-import-not-at-top
+  from coconet import train  # pylint: disable=g-import-not-at-top
+  if options.get('data_dir'):
+    config.data_dir = options['data_dir']
+  bn_batches = options.get('bn_batches')
+  bn_batches = 20 if bn_batches is None else int(bn_batches)
+  if bn_batches > 0:
+    model_lib.reestimate_batch_norm_stats(model, bn_inputs(config, bn_batches,
+                                                           options.get('seed') or 0))
+  split = options.get('split') or 'test'
+  pieces = train.load_pieces(config, split)
+  if not pieces:
+    raise UserError(f'dataset {config.dataset} split {split} has no pieces')
+  results = evaluate_pieces(
+      model, pieces, units=options.get('units') or UNITS, orders=options.get('orders') or ORDERS,
+      ensemble_size=int(options.get('ensemble_size') or 5), seed=options.get('seed') or 0,
+      chunk_size=int(options.get('chunk_size') or 32), crop_len=options.get('crop_len'),
+      max_pieces=options.get('max_pieces'), progress=True)
+  print(f'{config.dataset} {split}, batch-norm statistics from {bn_batches} training batches')
+  print(format_table(results))
+  return results

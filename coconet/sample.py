@@ -1,0 +1,444 @@
+"""Coconet's samplers and the musical tasks built on them.
+
+Variables are (time step, voice) pairs; `free_BTI` (bool) marks the ones a sampler may write, every
+other variable is given and is never changed: each sampler only ever writes through
+`where(free, new, old)`, and the tasks finally copy the given notes back. Arrays:
+  roll_BTPI  float32 one-hot piano rolls (see coconet.data); free/given masks (B, T, I).
+
+Samplers (all jitted end to end, batched over pieces; the model runs in eval mode, i.e. with its
+batch-norm population statistics):
+  independent  one pass: every free variable from the same forward pass.
+  ancestral    one free variable at a time, each conditioned on everything sampled so far; order
+               'chronological' (time-major, soprano to bass within a step) or 'random'.
+  gibbs        annealed blocked Gibbs (the paper's default): start from an independent fill (or
+               from the given piece, init='given'), then for n = 0..N-1 erase a uniformly random
+               block of round(p_n * F) free variables (F = free variables of that piece, at least 1)
+               and resample it, p_n = max(p_min, p_max - (p_max - p_min) * n / (alpha * N)).
+               N defaults to T * I.
+
+Tasks: harmonize a soprano, complete erased regions, generate from scratch, revoice (each voice in
+turn is resampled given the current other three; chosen voices are kept, the soprano by default),
+upsample from the quarter-note grid to 16ths (the quarter frames are kept).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import masking
+from common.errors import UserError
+from coconet import data
+
+METHODS = ('independent', 'ancestral', 'gibbs')
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _eval_split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
+  """The model in eval mode (population batch-norm statistics), split for jax.jit."""
+  return nnx.split(nnx.view(model, use_running_average=True))
+
+
+def _logits(graphdef: nnx.GraphDef, state: nnx.State, roll_BTPI: jax.Array,
+            mask_BTI: jax.Array) -> jax.Array:
+  return nnx.merge(graphdef, state)(roll_BTPI, mask_BTI.astype(jnp.float32))
+
+
+def sample_pitches(key: jax.Array, logits_BTPI: jax.Array, temperature: jax.Array | float
+                   ) -> jax.Array:
+  """Pitch indices (B, T, I) from logits over axis 2; temperature 0 means argmax."""
+  temperature = jnp.asarray(temperature, jnp.float32)
+  scaled = logits_BTPI / jnp.maximum(temperature, 1e-6)
+  sampled = jax.random.categorical(key, scaled, axis=2)
+  return jnp.where(temperature > 0, sampled, jnp.argmax(logits_BTPI, axis=2))
+
+
+def _onehot_BTPI(indices_BTI: jax.Array, num_pitches: int) -> jax.Array:
+  return jax.nn.one_hot(indices_BTI, num_pitches, axis=2, dtype=jnp.float32)
+
+
+def _write(roll_BTPI: jax.Array, new_BTPI: jax.Array, where_BTI: jax.Array) -> jax.Array:
+  return jnp.where(where_BTI[:, :, None, :], new_BTPI, roll_BTPI)
+
+
+def gibbs_schedule(num_steps: int, pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7
+                   ) -> np.ndarray:
+  """p_n = max(pmin, pmax - (pmax - pmin) * n / (alpha * N)) for n = 0..N-1 (float64)."""
+  n = np.arange(num_steps, dtype=np.float64)
+  return np.maximum(pmin, pmax - (pmax - pmin) * n / (alpha * max(num_steps, 1)))
+
+
+def gibbs_block_sizes(num_free_B: np.ndarray, num_steps: int, pmax: float = 0.9,
+                      pmin: float = 0.1, alpha: float = 0.7) -> np.ndarray:
+  """int32 (N, B): variables resampled at each Gibbs step, round(p_n * free), at least 1."""
+  p_N = gibbs_schedule(num_steps, pmax, pmin, alpha)
+  sizes = np.maximum(1, np.round(p_N[:, None] * np.asarray(num_free_B)[None, :]))
+  return np.minimum(sizes, np.asarray(num_free_B)[None, :]).astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Jitted samplers on rolls
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _independent(graphdef, state, key, roll_BTPI, free_BTI, temperature):
+  logits = _logits(graphdef, state, roll_BTPI, free_BTI)
+  new = _onehot_BTPI(sample_pitches(key, logits, temperature), roll_BTPI.shape[2])
+  return _write(roll_BTPI, new, free_BTI)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _ancestral(graphdef, state, key, roll_BTPI, free_BTI, priority_BN, temperature):
+  batch, steps, pitches, voices = roll_BTPI.shape
+  num_vars = steps * voices
+  rows = jnp.arange(batch)
+
+  def body(n, carry):
+    roll, remaining_BN = carry
+    has_B = jnp.any(remaining_BN, axis=1)
+    pick_B = jnp.argmin(jnp.where(remaining_BN, priority_BN, jnp.inf), axis=1)
+    logits = _logits(graphdef, state, roll, remaining_BN.reshape(batch, steps, voices))
+    logits_BNP = jnp.swapaxes(logits, 2, 3).reshape(batch, num_vars, pitches)
+    logits_BP = logits_BNP[rows, pick_B]
+    idx_B = sample_pitches(jax.random.fold_in(key, n), logits_BP[:, None, :, None],
+                           temperature)[:, 0, 0]
+    chosen_BN = (jnp.arange(num_vars)[None, :] == pick_B[:, None]) & has_B[:, None]
+    new = jnp.broadcast_to(_onehot_BTPI(idx_B[:, None, None], pitches), roll.shape)
+    roll = _write(roll, new, chosen_BN.reshape(batch, steps, voices))
+    return roll, remaining_BN & ~chosen_BN
+
+  num_free = jnp.max(jnp.sum(free_BTI, axis=(1, 2)))
+  roll, _ = jax.lax.fori_loop(0, num_free, body, (roll_BTPI, free_BTI.reshape(batch, num_vars)))
+  return roll
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _gibbs(graphdef, state, key, roll_BTPI, free_BTI, sizes_NB, temperature):
+  def body(n, roll):
+    block_key, sample_key = jax.random.split(jax.random.fold_in(key, n))
+    block_BTI = masking.subset_mask(block_key, free_BTI.shape, sizes_NB[n], valid=free_BTI) > 0
+    logits = _logits(graphdef, state, roll, block_BTI)
+    new = _onehot_BTPI(sample_pitches(sample_key, logits, temperature), roll.shape[2])
+    return _write(roll, new, block_BTI)
+
+  return jax.lax.fori_loop(0, sizes_NB.shape[0], body, roll_BTPI)
+
+
+# ------------------------------------------------------------------------------------------------
+# Public samplers (arrays in, arrays out)
+
+
+def independent_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
+                       free_BTI: np.ndarray, *, temperature: float = 0.99) -> jax.Array:
+  """Fills every free variable from one forward pass."""
+  graphdef, state = _eval_split(model)
+  return _independent(graphdef, state, key, jnp.asarray(roll_BTPI, jnp.float32),
+                      jnp.asarray(free_BTI, bool), temperature)
+
+
+def ancestral_priority(key: jax.Array, shape_BTI: tuple[int, int, int], order: str) -> jax.Array:
+  """(B, T*I) priorities: the free variable with the lowest one is sampled next."""
+  batch, steps, voices = shape_BTI
+  if order == 'chronological':
+    return jnp.broadcast_to(jnp.arange(steps * voices, dtype=jnp.float32), (batch, steps * voices))
+  if order == 'random':
+    return jax.random.uniform(key, (batch, steps * voices))
+  raise UserError(f'unknown order {order!r}; expected "chronological" or "random"')
+
+
+def ancestral_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
+                     free_BTI: np.ndarray, *, order: str = 'chronological',
+                     temperature: float = 0.99) -> jax.Array:
+  """Samples the free variables one at a time, each given all earlier ones (T*I passes at most)."""
+  order_key, sample_key = jax.random.split(key)
+  free_BTI = jnp.asarray(free_BTI, bool)
+  priority = ancestral_priority(order_key, free_BTI.shape, order)
+  graphdef, state = _eval_split(model)
+  return _ancestral(graphdef, state, sample_key, jnp.asarray(roll_BTPI, jnp.float32), free_BTI,
+                    priority, temperature)
+
+
+def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: np.ndarray,
+                 *, num_steps: int | None = None, pmax: float = 0.9, pmin: float = 0.1,
+                 alpha: float = 0.7, temperature: float = 0.99, init: str = 'independent'
+                 ) -> jax.Array:
+  """Annealed blocked Gibbs sampling (Yao et al. 2014 schedule, as in Coconet).
+
+  Args:
+    model: a Coconet (run in eval mode here).
+    key: PRNG key.
+    roll_BTPI: pieces; the given variables' rows are kept, free rows are overwritten.
+    free_BTI: bool, the variables to sample.
+    num_steps: Gibbs steps N (default T * I); 0 gives the initial fill alone.
+    pmax, pmin, alpha: the annealing schedule of the block fraction.
+    temperature: softmax temperature (0 = argmax).
+    init: 'independent' (one independent pass first, as the paper) or 'given' (start from the
+      free rows of roll_BTPI, e.g. an existing piece to revise).
+  """
+  roll_BTPI = jnp.asarray(roll_BTPI, jnp.float32)
+  free = np.asarray(free_BTI, bool)
+  _, steps, _, voices = roll_BTPI.shape
+  num_steps = steps * voices if num_steps is None else int(num_steps)
+  init_key, loop_key = jax.random.split(key)
+  graphdef, state = _eval_split(model)
+  if init == 'independent':
+    roll_BTPI = _independent(graphdef, state, init_key, roll_BTPI, jnp.asarray(free), temperature)
+  elif init != 'given':
+    raise UserError(f'unknown init {init!r}; expected "independent" or "given"')
+  if num_steps <= 0:
+    return roll_BTPI
+  sizes_NB = gibbs_block_sizes(free.sum(axis=(1, 2)), num_steps, pmax, pmin, alpha)
+  return _gibbs(graphdef, state, loop_key, roll_BTPI, jnp.asarray(free), jnp.asarray(sizes_NB),
+                temperature)
+
+
+def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
+                           free_BTI: np.ndarray, *, num_steps: int | None = None,
+                           pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7,
+                           temperature: float = 0.99) -> np.ndarray:
+  """A plain Python loop doing what `gibbs_sample` does, with the same RNG use. Tests only."""
+  model = nnx.view(model, use_running_average=True)
+  forward = nnx.jit(lambda m, roll, mask: m(roll, mask))  # the loop stays plain Python
+  roll = np.array(roll_BTPI, np.float32)
+  free = np.asarray(free_BTI, bool)
+  batch, steps, pitches, voices = roll.shape
+  num_steps = steps * voices if num_steps is None else num_steps
+  init_key, loop_key = jax.random.split(key)
+
+  def resample(roll, block, sample_key):
+    logits = np.asarray(forward(model, jnp.asarray(roll), jnp.asarray(block, jnp.float32)))
+    idx = np.asarray(jax.random.categorical(sample_key, jnp.asarray(logits) / temperature, axis=2))
+    for b, t, i in zip(*np.nonzero(block)):
+      roll[b, t, :, i] = 0.0
+      roll[b, t, idx[b, t, i], i] = 1.0
+    return roll
+
+  roll = resample(roll, free, init_key)
+  num_free = free.reshape(batch, -1).sum(axis=1)
+  for n in range(num_steps):
+    p = max(pmin, pmax - (pmax - pmin) * n / (alpha * num_steps))
+    block_key, sample_key = jax.random.split(jax.random.fold_in(loop_key, n))
+    u = np.asarray(jax.random.uniform(block_key, (batch, steps * voices)))
+    block = np.zeros((batch, steps * voices), bool)
+    for b in range(batch):
+      size = min(num_free[b], max(1, int(np.round(p * num_free[b]))))
+      candidates = np.flatnonzero(free[b].reshape(-1))
+      block[b, candidates[np.argsort(u[b, candidates])[:size]]] = True
+    roll = resample(roll, block.reshape(batch, steps, voices), sample_key)
+  return roll
+
+
+def sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: np.ndarray, *,
+           method: str = 'gibbs', **kwargs) -> np.ndarray:
+  """Dispatches to a sampler; returns the sampled rolls with the given variables copied back."""
+  if method == 'independent':
+    out = independent_sample(model, key, roll_BTPI, free_BTI, **_only(kwargs, 'temperature'))
+  elif method == 'ancestral':
+    out = ancestral_sample(model, key, roll_BTPI, free_BTI,
+                           **_only(kwargs, 'temperature', 'order'))
+  elif method == 'gibbs':
+    out = gibbs_sample(model, key, roll_BTPI, free_BTI,
+                       **_only(kwargs, 'temperature', 'num_steps', 'pmax', 'pmin', 'alpha',
+                               'init'))
+  else:
+    raise UserError(f'unknown sampling method {method!r}; expected one of {", ".join(METHODS)}')
+  free = np.asarray(free_BTI, bool)[:, :, None, :]
+  # Belt and braces: the samplers already write only free rows.
+  return np.where(free, np.asarray(out), np.asarray(roll_BTPI, np.float32))
+
+
+def _only(kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
+  return {k: v for k, v in kwargs.items() if k in names and v is not None}
+
+
+# ------------------------------------------------------------------------------------------------
+# Tasks (MIDI pitches in, MIDI pitches out: float32 (B, T, 4), NaN = silent)
+
+
+def _batch_pitches(pitches: np.ndarray, num_samples: int) -> np.ndarray:
+  pitches = np.asarray(pitches, np.float32)
+  if pitches.ndim == 2:
+    pitches = np.broadcast_to(pitches, (num_samples, *pitches.shape))
+  return np.array(pitches, np.float32)
+
+
+def complete(model: nnx.Module, key: jax.Array, pitches_BTI: np.ndarray, erase_BTI: np.ndarray,
+             *, num_samples: int = 1, **kwargs) -> np.ndarray:
+  """Fills the erased variables of pieces; everything else is kept exactly.
+
+  pitches_BTI may be (T, 4) (then num_samples copies are made) or (B, T, 4); erased entries may be
+  NaN. erase_BTI broadcasts against it.
+  """
+  pitches = _batch_pitches(pitches_BTI, num_samples)
+  free = np.broadcast_to(np.asarray(erase_BTI, bool), pitches.shape)
+  given = np.where(free, np.nan, pitches)
+  roll = np.stack([data.pitches_to_roll(p) for p in given])
+  out = sample(model, key, roll, free, **kwargs)
+  result = np.stack([data.roll_to_pitches(r) for r in out])
+  result[~free] = pitches[~free]  # exactly the given pitches, NaN included
+  return result
+
+
+def harmonize(model: nnx.Module, key: jax.Array, soprano_T: np.ndarray, *, num_samples: int = 1,
+              **kwargs) -> np.ndarray:
+  """Alto, tenor and bass for a soprano (T,) (or (B, T)); the soprano is kept exactly."""
+  soprano = np.asarray(soprano_T, np.float32)
+  soprano_BT = np.broadcast_to(soprano, (num_samples, soprano.shape[-1])) if soprano.ndim == 1 \
+      else soprano
+  pitches = np.full((*soprano_BT.shape, data.NUM_INSTRUMENTS), np.nan, np.float32)
+  pitches[..., 0] = soprano_BT
+  erase = np.zeros(data.NUM_INSTRUMENTS, bool)
+  erase[1:] = True
+  return complete(model, key, pitches, np.broadcast_to(erase, pitches.shape), **kwargs)
+
+
+def generate(model: nnx.Module, key: jax.Array, length: int, *, num_samples: int = 1,
+             **kwargs) -> np.ndarray:
+  """Four voices from scratch, (num_samples, length, 4) (length in 16th steps)."""
+  pitches = np.full((num_samples, length, data.NUM_INSTRUMENTS), np.nan, np.float32)
+  return complete(model, key, pitches, np.ones(pitches.shape, bool), **kwargs)
+
+
+def upsample(model: nnx.Module, key: jax.Array, quarter_pitches_QI: np.ndarray, *,
+             factor: int = data.QUARTER_FACTOR, num_samples: int = 1, **kwargs) -> np.ndarray:
+  """A quarter-note chorale (Q, 4) -> 16th grid (Q * factor, 4); the quarter frames are kept."""
+  quarter = _batch_pitches(quarter_pitches_QI, num_samples)
+  pitches = np.repeat(quarter, factor, axis=1)
+  keep_T = data.quarter_frames_mask(pitches.shape[1], factor)
+  erase = np.broadcast_to(~keep_T[None, :, None], pitches.shape)
+  return complete(model, key, pitches, erase, **kwargs)
+
+
+def revoice(model: nnx.Module, key: jax.Array, pitches_TI: np.ndarray, *,
+            keep_voices: Sequence[int] = (0,), num_samples: int = 1, **kwargs) -> np.ndarray:
+  """Rewrites each voice not in keep_voices in turn (alto, tenor, bass by default).
+
+  Each pass resamples one voice over the whole piece with Gibbs started from the current notes
+  (init='given'), conditioned on the other three, so the harmony moves only as far as the other
+  voices allow. This is the original code's 'revoice' idea; harmonize() instead throws the lower
+  voices away entirely.
+  """
+  pitches = _batch_pitches(pitches_TI, num_samples)
+  if np.isnan(pitches).all():
+    raise UserError('revoice needs a piece with notes')
+  kwargs = dict(kwargs, init='given')
+  for n, voice in enumerate(v for v in range(data.NUM_INSTRUMENTS) if v not in keep_voices):
+    erase = np.zeros(pitches.shape, bool)
+    erase[..., voice] = True
+    # A silent row has no "current note" to start from: fill it independently first.
+    holes = erase & np.isnan(pitches)
+    if holes.any():
+      pitches = complete(model, jax.random.fold_in(key, 100 + n), pitches, holes,
+                         method='independent', temperature=kwargs.get('temperature', 0.99))
+    roll = np.stack([data.pitches_to_roll(p) for p in pitches])
+    out = sample(model, jax.random.fold_in(key, n), roll, erase, **kwargs)
+    pitches = np.where(erase, np.stack([data.roll_to_pitches(r) for r in out]), pitches)
+  return pitches
+
+
+# ------------------------------------------------------------------------------------------------
+# Command-line generation (experiments/generate.py dispatches here on config.task == 'coconet')
+
+TASKS = ('harmonize', 'generate', 'complete', 'revoice', 'upsample')
+
+
+def generate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any]) -> list[str]:
+  """Runs one generation task for the command line and writes MIDI (and WAV/PNG when asked).
+
+  options (from experiments/generate.py): task, melody (path) or pitches (list of ints),
+  steps_per_note, out_dir, num_samples, gibbs_steps, temperature, transpose, wav, png, programs,
+  seed, num_steps (length for 'generate'), qpm. Returns the paths written.
+  """
+  from common import midi  # pylint: disable=g-import-not-at-top
+  task = options.get('task') or 'harmonize'
+  if task not in TASKS:
+    raise UserError(f'unknown coconet task {task!r}; expected one of {", ".join(TASKS)}')
+  key = jax.random.key(options.get('seed') or 0)
+  num_samples = int(options.get('num_samples') or 1)
+  kwargs = dict(temperature=options.get('temperature'), num_steps=options.get('gibbs_steps'),
+                num_samples=num_samples)
+  source = _source_label(options)
+
+  if task == 'harmonize':
+    melody = _read_melody(options, midi)
+    soprano = data.soprano_from_melody(melody, steps_per_note=options.get('steps_per_note') or 4,
+                                       transpose=bool(options.get('transpose')), name=source)
+    out = harmonize(model, key, soprano, **kwargs)
+  elif task == 'generate':
+    length = int(options.get('num_steps') or config.get('crop_len', 64))
+    out = generate(model, key, length, **kwargs)
+  else:
+    piece = _read_piece(options, midi, source)
+    if task == 'complete':
+      erase = _erase_middle(piece)
+      out = complete(model, key, piece, erase, **kwargs)
+    elif task == 'revoice':
+      out = revoice(model, key, piece, **kwargs)
+    else:
+      out = upsample(model, key, data.to_quarter_grid(piece), **kwargs)
+
+  return write_outputs(out, options.get('out_dir') or '.', task,
+                       programs=options.get('programs') or 'choir', qpm=options.get('qpm') or 90.0,
+                       wav=bool(options.get('wav')), png=bool(options.get('png')))
+
+
+def _source_label(options: dict[str, Any]) -> str:
+  return options.get('melody') or ('--pitches' if options.get('pitches') else 'input')
+
+
+def _read_melody(options: dict[str, Any], midi) -> Any:
+  if options.get('melody'):
+    return midi.read_music(options['melody'])
+  if options.get('pitches'):
+    return list(options['pitches'])
+  raise UserError('harmonize needs --melody=FILE (.mid/.xml) or --pitches="60,62,64,..."')
+
+
+def _read_piece(options: dict[str, Any], midi, source: str) -> np.ndarray:
+  """A four-part piece from --melody (a 4-part file) for complete/revoice/upsample."""
+  if not options.get('melody'):
+    raise UserError(f'task {options.get("task")} needs --melody=FILE holding a four-part piece')
+  piece = data.sequence_to_pitches(midi.read_music(options['melody']), name=source)
+  if options.get('num_steps'):
+    piece = piece[:int(options['num_steps'])]
+  return piece
+
+
+def _erase_middle(piece_TI: np.ndarray) -> np.ndarray:
+  """For 'complete': erase the middle half of the piece in all voices (a simple, useful default)."""
+  erase = np.zeros(piece_TI.shape, bool)
+  steps = piece_TI.shape[0]
+  erase[steps // 4: steps - steps // 4] = True
+  return erase
+
+
+def write_outputs(pitches_BTI: np.ndarray, out_dir: str, prefix: str, *,
+                  programs: str | Sequence[int] = 'choir', qpm: float = 90.0, wav: bool = False,
+                  png: bool = False) -> list[str]:
+  """Writes one MIDI per sample (plus WAV/PNG) to out_dir; returns the paths."""
+  from common import midi  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for i, pitches in enumerate(np.asarray(pitches_BTI)):
+    seq = data.pitches_to_sequence(pitches, qpm=qpm, programs=programs)
+    base = os.path.join(out_dir, f'{prefix}_{i:02d}')
+    midi.write_midi(seq, base + '.mid')
+    paths.append(base + '.mid')
+    if wav or png:
+      from common import render  # pylint: disable=g-import-not-at-top
+      if wav:
+        render.render_wav(seq, base + '.wav')
+        paths.append(base + '.wav')
+      if png:
+        render.piano_roll_png(seq, base + '.png', title=f'{prefix} {i}')
+        paths.append(base + '.png')
+  return paths

@@ -1,0 +1,152 @@
+"""Coconet's piece of the shared training loop: data, orderless-NADE loss, eval and samples.
+
+Batches carry pitch indices, 'pitch_index' int32 (B, crop_len, 4) with -1 = silent (or padding past
+the end of a short piece); the loss builds the one-hot rolls on the device. A training example is a
+random crop of a chorale, optionally transposed by a random number of semitones that keeps every
+note in 36..81.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Iterator
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from common import masking
+from common import training
+from coconet import data
+from coconet import model as model_lib
+from coconet import sample as sample_lib
+
+Batch = dict[str, Any]
+
+
+def dataset_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Extra loader arguments, e.g. {'limit': 20} for a fast bach_music21."""
+  kwargs = config.get('dataset_kwargs')
+  return kwargs.to_dict() if kwargs is not None else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, data_dir: str | None, split: str, kwargs_items: tuple) -> tuple:
+  from common import datasets  # pylint: disable=g-import-not-at-top
+  return tuple(datasets.get_dataset(name, data_dir, split, **dict(kwargs_items)).examples)
+
+
+def load_pieces(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, ...]:
+  """The (T, 4) pitch arrays of a split (cached: music21 parsing is slow)."""
+  return _load(config.dataset, config.get('data_dir'), split,
+               tuple(sorted(dataset_kwargs(config).items())))
+
+
+def transpose_shift(pitches_TI: np.ndarray, max_shift: int, rng: np.random.Generator) -> int:
+  """A uniform shift in -max_shift..max_shift that keeps the notes in MIN_PITCH..MAX_PITCH."""
+  if max_shift <= 0 or np.isnan(pitches_TI).all():
+    return 0
+  low, high = np.nanmin(pitches_TI), np.nanmax(pitches_TI)
+  lo = int(max(-max_shift, data.MIN_PITCH - low))
+  hi = int(min(max_shift, data.MAX_PITCH - high))
+  return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
+
+
+def crop_indices(pitches_TI: np.ndarray, config: ml_collections.ConfigDict,
+                 rng: np.random.Generator) -> np.ndarray:
+  """A training example: random crop (NaN-padded), random transposition -> int32 indices."""
+  from common import pipeline  # pylint: disable=g-import-not-at-top
+  crop = pipeline.random_crop(np.asarray(pitches_TI, np.float32), config.crop_len, rng)
+  crop = crop + transpose_shift(crop, config.get('transpose_max', 0), rng)
+  return data.pitches_to_indices(crop)
+
+
+def eval_segments(pieces, crop_len: int) -> list[np.ndarray]:
+  """Every piece cut into consecutive windows of crop_len, the last padded with NaN (silent)."""
+  out = []
+  for piece in pieces:
+    for start in range(0, len(piece), crop_len):
+      window = np.full((crop_len, data.NUM_INSTRUMENTS), np.nan, np.float32)
+      chunk = piece[start:start + crop_len]
+      window[:len(chunk)] = chunk
+      out.append(window)
+  return out
+
+
+def _rolls(batch: Batch) -> tuple[jax.Array, jax.Array]:
+  idx_BTI = batch['pitch_index']
+  roll_BTPI = jax.nn.one_hot(idx_BTI, data.NUM_PITCHES, axis=2, dtype=jnp.float32)  # -1 -> zeros
+  return roll_BTPI, idx_BTI >= 0
+
+
+def masked_loss(model: nnx.Module, batch: Batch, rng: jax.Array, mask_kind: str,
+                weight_B: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The rescaled masked cross-entropy of one batch under freshly drawn masks."""
+  roll_BTPI, valid_BTI = _rolls(batch)
+  mask_BTI = masking.sample_mask(mask_kind, rng, valid_BTI.shape, valid=valid_BTI)
+  logits_BTPI = model(roll_BTPI, mask_BTI)
+  return masking.rescaled_masked_cross_entropy(logits_BTPI, roll_BTPI, mask_BTI, class_axis=2,
+                                               weight_B=weight_B)
+
+
+def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
+  """The TrainTask for `python -m experiments.train --config=coconet/configs.py:<variant>`."""
+
+  def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
+    return model_lib.build_model(cfg.model, rngs)
+
+  def loss_fn(model, batch, rng, step):
+    del step
+    return masked_loss(model, batch, rng, config.mask)
+
+  def train_iterator(cfg, process_index: int, process_count: int) -> Iterator[Batch]:
+    from common import pipeline  # pylint: disable=g-import-not-at-top
+    pieces = load_pieces(cfg, 'train')
+    transform = lambda piece, rng: {'pitch_index': crop_indices(piece, cfg, rng)}
+    return pipeline.make_train_iterator(pieces, transform, batch_size=cfg.batch_size,
+                                        seed=cfg.seed, process_index=process_index,
+                                        process_count=process_count)
+
+  def eval_fn(model, batch, rng):
+    # Always orderless masks: the eval loss is then the orderless NLL estimate whatever the
+    # training masks were.
+    loss, metrics = masked_loss(model, batch, rng, 'orderless', weight_B=batch['weight'])
+    return {'loss': loss, 'ce_per_masked': metrics['ce_per_masked']}
+
+  def eval_batches(cfg, process_index: int, process_count: int):
+    from common import pipeline  # pylint: disable=g-import-not-at-top
+    windows = eval_segments(load_pieces(cfg, cfg.get('eval_split', 'valid')), cfg.crop_len)
+    limit = cfg.get('eval_max_windows')
+    windows = windows[:limit] if limit else windows
+    return pipeline.make_eval_batches(
+        windows, lambda w: {'pitch_index': data.pitches_to_indices(w)},
+        batch_size=cfg.batch_size, process_index=process_index, process_count=process_count)
+
+  def sample_hook(model, step: int, workdir: str) -> None:
+    write_samples(model, config, step, workdir)
+
+  return training.TrainTask(build_model=build_model, loss_fn=loss_fn,
+                            train_iterator=train_iterator, eval_fn=eval_fn,
+                            eval_batches=eval_batches, sample_hook=sample_hook)
+
+
+def write_samples(model: nnx.Module, config: ml_collections.ConfigDict, step: int,
+                  workdir: str) -> list[str]:
+  """Harmonizes a validation soprano and generates from scratch into workdir/samples/."""
+  length = config.get('sample_len', config.crop_len)
+  gibbs_steps = config.get('sample_gibbs_steps')
+  key = jax.random.fold_in(jax.random.key(config.seed), step)
+  out_dir = os.path.join(workdir, 'samples')
+  paths = []
+  pieces = [p for p in load_pieces(config, config.get('eval_split', 'valid'))
+            if not np.isnan(p[:length, 0]).any()]
+  if pieces:
+    soprano = pieces[0][:length, 0]
+    out = sample_lib.harmonize(model, key, soprano, num_steps=gibbs_steps)
+    paths += sample_lib.write_outputs(out, out_dir, f'step{step:07d}_harmonize')
+  out = sample_lib.generate(model, jax.random.fold_in(key, 1), length, num_steps=gibbs_steps)
+  paths += sample_lib.write_outputs(out, out_dir, f'step{step:07d}_generate')
+  return paths

@@ -1,0 +1,92 @@
+r"""Speed benchmarks: train steps, sampling, preprocessing. Writes one JSON and a markdown table.
+
+  python -m experiments.benchmark                      # everything (make bench)
+  python -m experiments.benchmark --only=coconet       # benchmarks whose name starts with coconet
+  python -m experiments.benchmark --list
+
+Run with nothing else on the machine: on 2 cores a neighbour skews figures by 1.5x or more.
+Each figure is the median of --repeats timed calls after --warmup untimed ones (compilation is
+never timed). GFLOP/s use XLA's own FLOP count of the compiled computation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Callable
+
+from absl import flags
+from absl import logging
+import jax
+
+from experiments import benchmarks as registry
+from experiments import cli
+
+_ONLY = flags.DEFINE_list('only', [], 'Run only benchmarks whose name starts with one of these.')
+_LIST = flags.DEFINE_bool('list', False, 'List the benchmarks and exit.')
+_OUT = flags.DEFINE_string('out', 'bench', 'Folder for results.json and results.md.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per benchmark (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls first (compilation, caches).')
+
+
+def machine_description() -> str:
+  """CPU model and core count (or the accelerator), as a README table wants to name the machine."""
+  devices = jax.devices()
+  if devices[0].platform != 'cpu':
+    return f'{len(devices)} x {devices[0].device_kind}'
+  model = platform.processor() or 'unknown CPU'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f'{model}, {os.cpu_count()} cores'
+
+
+def _markdown(results: list[dict], machine: str) -> str:
+  lines = [f'Machine: {machine}; jax {jax.__version__}.', '',
+           '| benchmark | time | throughput | GFLOP/s | original | note |',
+           '|---|---|---|---|---|---|']
+  for r in results:
+    gflops = f'{r["gflops_per_s"]:.0f}' if r.get('gflops_per_s') else ''
+    lines.append(f'| {r["name"]} | {r["seconds"] * 1e3:.1f} ms | {r.get("throughput", "")} | '
+                 f'{gflops} | {r.get("original", "")} | {r.get("note", "")} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  benchmarks: dict[str, Callable] = registry.all_benchmarks()
+  if _LIST.value:
+    print('\n'.join(benchmarks))
+    return
+  selected = [n for n in benchmarks if not _ONLY.value or any(n.startswith(p) for p in _ONLY.value)]
+  machine = machine_description()
+  logging.info('Benchmarking %d item(s) on %s', len(selected), machine)
+  results = []
+  for name in selected:
+    start = time.perf_counter()
+    for result in benchmarks[name](repeats=_REPEATS.value, warmup=_WARMUP.value):
+      results.append(result)
+      print(f'{result["name"]}: {result["seconds"] * 1e3:.2f} ms  {result.get("throughput", "")}'
+            f'  {result.get("gflops_per_s") or 0:.0f} GFLOP/s', flush=True)
+    logging.info('%s done in %.0f s', name, time.perf_counter() - start)
+  os.makedirs(_OUT.value, exist_ok=True)
+  payload = {'machine': machine, 'jax': jax.__version__, 'results': results}
+  for filename, text in (('results.json', json.dumps(payload, indent=2)),
+                         ('results.md', _markdown(results, machine))):
+    path = os.path.join(_OUT.value, filename)
+    with open(path + '.tmp', 'w') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+  print(_markdown(results, machine))
+  print(f'Wrote {_OUT.value}/results.json and results.md')
+
+
+if __name__ == '__main__':
+  cli.run(main)
