@@ -1,0 +1,88 @@
+"""PianoNet generation: fast (queues) == naive (full recompute) for the same RNG; edge aversion."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pianonet import generate
+from pianonet import model as model_lib
+
+NUM_KEYS = 6
+
+
+def make_model(kernel_size, block_layers, key_phase_input=False):
+  widths = [4] * sum(block_layers)  # few distinct shapes: little to compile
+  # Output bias 0: the untrained net then presses keys often, so that the samples vary a lot and
+  # equal outputs of the two paths are a real check.
+  return model_lib.PianoNet(num_keys=NUM_KEYS, kernel_size=kernel_size, block_layers=block_layers,
+                            widths=widths, output_bias_init=0.0, key_phase_input=key_phase_input,
+                            rngs=nnx.Rngs(kernel_size))
+
+
+@pytest.mark.parametrize('kernel_size,block_layers,phase,seed_len', [
+    (2, (3, 3), False, 1),      # seed shorter than every queue: zero history
+    (2, (4, 2), True, 12),      # seed shorter than the receptive field
+    (3, (2, 3), False, 42),     # seed longer than the receptive field
+])
+def test_fast_generation_equals_naive_generation(kernel_size, block_layers, phase, seed_len):
+  model = make_model(kernel_size, block_layers, phase)
+  seed_BT = jax.random.bernoulli(jax.random.key(5), 0.4, (3, seed_len)).astype(jnp.uint8)
+  kwargs = dict(temperature=1.3, thresholds=(1.0, 0.3), first_key=2)
+  fast_BN = generate.generate_fast(model, seed_BT, 90, jax.random.key(9), **kwargs)
+  naive_BN = generate.generate_naive(model, seed_BT, 90, jax.random.key(9), **kwargs)
+  assert fast_BN.shape == (3, 90) and fast_BN.dtype == jnp.uint8
+  np.testing.assert_array_equal(fast_BN, naive_BN)
+  assert 0.1 < float(fast_BN.mean()) < 0.9
+  # The streams are independent: different rows differ, and another key changes the result.
+  assert not np.array_equal(fast_BN[0], fast_BN[1])
+  other_BN = generate.generate_fast(model, seed_BT, 90, jax.random.key(10), **kwargs)
+  assert not np.array_equal(fast_BN, other_BN)
+
+
+def test_edge_threshold_table():
+  table = generate.edge_threshold_table(10, (1.0, 0.5, 0.2))
+  np.testing.assert_allclose(table, [1.0, 0.5, 0.2, 0, 0, 0, 0, 0.2, 0.5, 1.0])
+  paper = generate.edge_threshold_table(72)
+  np.testing.assert_allclose(paper[:8], generate.DEFAULT_THRESHOLDS)
+  np.testing.assert_allclose(paper[-8:], generate.DEFAULT_THRESHOLDS[::-1])
+  assert not paper[8:-8].any()
+
+
+def test_edge_aversion_zeroes_low_probabilities_near_the_edges():
+  table_K = jnp.asarray(generate.edge_threshold_table(8, (1.0, 0.4, 0.05)))
+  key_B = jnp.array([0, 0, 1, 1, 2, 2, 3, 4, 6, 7])
+  p_B = jnp.array([0.99, 1.0, 0.39, 0.41, 0.04, 0.06, 0.01, 0.01, 0.39, 0.99])
+  got = generate.apply_edge_aversion(p_B, key_B, table_K)
+  want = [0.0, 1.0, 0.0, 0.41, 0.0, 0.06, 0.01, 0.01, 0.0, 0.0]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_generated_keys_respect_edge_aversion():
+  model = make_model(2, (3,))
+  seed_BT = jnp.zeros((4, NUM_KEYS), jnp.uint8)
+  thresholds = (1.0, 0.999)  # p < 1 always, and p < 0.999 nearly always
+  new_BN = generate.generate_fast(model, seed_BT, NUM_KEYS * 30, jax.random.key(0),
+                                  thresholds=thresholds)
+  roll = np.asarray(new_BN).reshape(4, 30, NUM_KEYS)
+  assert not roll[..., [0, 1, -2, -1]].any()
+  assert roll[..., 2:-2].any()
+  without = generate.generate_fast(model, seed_BT, NUM_KEYS * 30, jax.random.key(0), thresholds=())
+  assert np.asarray(without).reshape(4, 30, NUM_KEYS)[..., [0, -1]].any()
+
+
+def test_temperature_zero_is_greedy():
+  model = make_model(2, (3,))
+  seed_BT = jnp.ones((2, 7), jnp.uint8)
+  a = generate.generate_fast(model, seed_BT, 20, jax.random.key(0), temperature=0.0, thresholds=())
+  b = generate.generate_fast(model, seed_BT, 20, jax.random.key(1), temperature=0.0, thresholds=())
+  np.testing.assert_array_equal(a, b)
+
+
+def test_seed_helpers_align_to_time_steps():
+  keys_N = np.arange(40, dtype=np.uint8) % 2
+  seed = generate.seed_from_sequence(keys_N, 23, receptive_field=9, num_keys=4)
+  assert len(seed) == 12  # 9 rounded up to whole steps of 4 keys
+  np.testing.assert_array_equal(seed, keys_N[8:20])  # ends at the step boundary before 23
+  assert len(generate.seed_from_sequence(keys_N, 6, 9, 4)) == 12  # silence in front

@@ -1,0 +1,120 @@
+"""PianoNet training task on the tiny config: windows, loss, eval; an end-to-end run (slow)."""
+
+import os
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import note_seq
+import numpy as np
+import optax
+import pytest
+
+from pianonet import configs
+from pianonet import data
+from pianonet import model as model_lib
+from pianonet import train
+
+
+def tiny_config():
+  c = configs.get_config('tiny')
+  c.cache_dir = ''
+  return c
+
+
+def test_train_windows_end_on_time_steps_and_cover_the_data():
+  c = tiny_config()
+  spec = train.window_spec(c)
+  assert spec.length == model_lib.receptive_field(c.model) + c.predicted_steps * c.num_keys
+  seq = train.get_split(c, 'train')
+  # Mark every key state with its time step so a window tells where it ends.
+  step_N = (np.arange(len(seq.keys_N)) // c.num_keys % 251).astype(np.uint8)
+  windows = train.TrainWindows(step_N, spec, c.predicted_steps, c.window_chunk_steps)
+  rng = np.random.default_rng(0)
+  end_steps = []
+  for chunk in range(len(windows)):
+    keys = windows(chunk, rng)['keys']
+    assert keys.shape == (spec.length,) and keys.dtype == np.uint8
+    last_step = keys[-c.num_keys:]
+    assert (last_step == last_step[0]).all()  # ends on a time-step boundary
+    end_step = int(last_step[0]) + 1
+    end_steps.append(end_step)
+    # Example `chunk` ends in [lo, lo + chunk_steps) (the marks count modulo 251).
+    lo = c.predicted_steps + chunk * c.window_chunk_steps
+    assert (end_step - lo) % 251 < c.window_chunk_steps
+  assert len(windows) * c.window_chunk_steps >= seq.num_steps - c.predicted_steps
+  assert len(set(end_steps)) > 5
+
+
+def test_iterators_give_fixed_shape_batches():
+  c = tiny_config()
+  spec = train.window_spec(c)
+  batch = next(train.train_iterator(c, 0, 1))
+  assert batch['keys'].shape == (c.batch_size, spec.length)
+  eval_batches = list(train.eval_batches(c, 0, 1))
+  assert sum(float(b['weight'].sum()) for b in eval_batches) == c.num_eval_windows
+  assert all(b['keys'].shape == (c.batch_size, spec.length) for b in eval_batches)
+
+
+def test_loss_is_bce_on_the_predicted_positions_and_training_lowers_it():
+  c = tiny_config()
+  model = model_lib.build_model(c, nnx.Rngs(0))
+  batch = next(train.train_iterator(c, 0, 1))
+  loss_fn = train.make_loss_fn(c)
+  eval_fn = train.make_eval_fn(c)
+  spec = train.window_spec(c)
+
+  @nnx.jit
+  def check(model, batch):
+    loss, metrics = loss_fn(model, batch, jax.random.key(0), 0)
+    # The same loss by hand: full forward, last positions only.
+    logits = model(batch['keys'][:, :-1], spec.first_key)[:, -spec.num_predicted:]
+    bce_B = optax.sigmoid_binary_cross_entropy(
+        logits, batch['keys'][:, -spec.num_predicted:].astype(jnp.float32)).mean(axis=1)
+    weighted = eval_fn(model, dict(batch, weight=jnp.array([0.0, 1.0, 0.0, 1.0])), None)
+    return loss, metrics, bce_B, weighted
+
+  loss, metrics, bce_B, weighted = check(model, batch)
+  np.testing.assert_allclose(loss, bce_B.mean(), rtol=1e-5)
+  np.testing.assert_allclose(weighted['bce'], (bce_B[1] + bce_B[3]) / 2, rtol=1e-5)
+  assert 0.0 < float(metrics['accuracy']) <= 1.0
+  assert set(weighted) >= {'bce', 'bits_per_key_state', 'accuracy'}
+
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer, batch):
+    (loss, _), grads = nnx.value_and_grad(
+        lambda m: loss_fn(m, batch, jax.random.key(0), 0), has_aux=True)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  losses = [float(train_step(model, optimizer, batch)) for _ in range(15)]
+  assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_train_sample_and_generate_end_to_end(tmp_path):
+  from common import training
+  from pianonet import generate
+  c = tiny_config()
+  c.num_train_steps = 4
+  c.checkpoint_every_steps = 4
+  c.eval_every_steps = 4
+  c.sample_every_steps = 4
+  workdir = str(tmp_path / 'run')
+  training.train_and_evaluate(train.get_task(c), c, workdir)
+  samples = os.listdir(os.path.join(workdir, 'samples'))
+  assert samples == ['pianonet_step00000004.mid']
+
+  enc = data.encoding_from_config(c)
+  seed_path = str(tmp_path / 'seed.mid')
+  note_seq.sequence_proto_to_midi_file(data.synthetic_songs(1, enc, seed=3)[0], seed_path)
+  for seed_midi, naive in ((seed_path, False), (None, True)):
+    out_dir = str(tmp_path / f'out_{naive}')
+    paths = generate.generate_main(c, workdir, seed_midi=seed_midi, seconds=1.0, out_dir=out_dir,
+                                   temperature=1.0, num_samples=2, naive=naive)
+    assert len(paths) == 2
+    for path in paths:
+      seq = note_seq.midi_file_to_note_sequence(path)
+      assert seq.total_time <= 1.0 + 8.0 + 0.5  # seed (<= 8 s) + 1 s of continuation
