@@ -1,0 +1,171 @@
+r"""MusicVAE configs: get_config('<variant>').
+
+  python -m experiments.train --config=musicvae/configs.py:tiny --workdir=/tmp/mvae_tiny
+  python -m experiments.train --config=musicvae/configs.py:mel_2bar_small --workdir=runs/mel_2bar \
+      --config.num_train_steps=20000
+  python -m experiments.train --config=musicvae/configs.py:mel_16bar_hier --workdir=runs/mel16_hier
+  python -m experiments.train --config=musicvae/configs.py:mel_16bar_flat --workdir=runs/mel16_flat
+  python -m experiments.train --config=musicvae/configs.py:drums_2bar --workdir=runs/drums
+  python -m experiments.train --config=musicvae/configs.py:trio_16bar_hier --workdir=runs/trio \
+      --config.data_dir=<folder of MIDI files with melody (programs 0-31), bass (32-39), drums>
+
+Variants:
+  tiny            seconds on a CPU: 2-bar melodies made in code (no data folder), tiny LSTMs.
+  tiny_hier       the same data, 4 bars, hierarchical decoder (tests).
+  mel_2bar_small  the paper's cat-mel_2bar_small: z 256, BiLSTM 512, decoder [256, 256],
+                  max_beta 0.2, beta_rate 0.99999, free_bits 0, batch 512, +-5 transposition.
+                  POP909 MELODY tracks (--config.dataset=nottingham works too). The paper trains
+                  200k steps; num_train_steps here is a CPU-sized 5k (override it on a GPU).
+  mel_16bar_hier  hierdec-mel_16bar: z 512, BiLSTM [2048, 2048], conductor [1024, 1024], note
+                  decoder [1024, 1024], free_bits 256, max_beta 0.2.
+  mel_16bar_flat  the same data and encoder with a flat 2-layer decoder as wide as it takes to
+                  match the hierarchical decoder's parameter count (the paper's comparison).
+  trio_16bar_hier hierdec-trio_16bar: three note decoders (melody, bass, drums) under one
+                  conductor, batch 256, 2 bars of silence allowed (as in the original code). No
+                  shared data set holds trios: point data_dir at your own MIDI folder.
+  drums_2bar      cat-drums_2bar_small on Groove: 9 drum classes as 512-way one-hot, free_bits 48.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from common.errors import UserError
+
+VARIANTS = ('tiny', 'tiny_hier', 'mel_2bar_small', 'mel_16bar_hier', 'mel_16bar_flat',
+            'trio_16bar_hier', 'drums_2bar')
+
+
+def _base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = 'musicvae'
+  c.variant = ''
+  c.dataset = 'pop909'
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.dataset_limit = ml_collections.FieldReference(None, field_type=int)
+  c.num_synthetic = 32
+  c.seed = 0
+  c.batch_size = 512
+  c.eval_batch_size = 256
+  c.eval_split = 'valid'
+  c.max_eval_examples = 2048
+  c.num_train_steps = 5000
+  c.learning_rate = 1e-3
+  c.min_learning_rate = 1e-5
+  c.decay_rate = 0.9999
+  c.grad_clip_norm = 1.0
+  c.log_every_steps = 50
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+  c.sample_every_steps = 1000
+
+  c.encoding = ml_collections.ConfigDict()
+  c.encoding.kind = 'melody'
+  c.encoding.num_bars = 2
+  c.encoding.max_silence_bars = 1.0
+  c.encoding.melody_track = ''  # '' = the dataset's default (pop909 name:MELODY, nottingham first)
+  c.encoding.max_transpose = 5
+  c.encoding.dedupe = False
+
+  c.model = ml_collections.ConfigDict()
+  c.model.z_dim = 256
+  c.model.encoder_sizes = (512,)
+  c.model.decoder_sizes = (256, 256)
+  c.model.conductor_sizes = ()
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.max_beta = 0.2
+  c.loss.beta_rate = 0.99999
+  c.loss.free_bits = 0.0
+  c.loss.sampling_schedule = 'inverse_sigmoid'
+  c.loss.sampling_rate = 1000.0
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.temperature = 0.5
+  c.sample.num_samples = 4
+  return c
+
+
+def lstm_params(in_features: int, sizes) -> int:
+  """Parameters of stacked LSTM layers (4 gates: input and recurrent kernels, one bias)."""
+  total = 0
+  for size in sizes:
+    total += 4 * size * (in_features + size) + 4 * size
+    in_features = size
+  return total
+
+
+def dense_params(n_in: int, n_out: int) -> int:
+  return n_in * n_out + n_out
+
+
+def hier_decoder_params(vocab: int, z_dim: int, conductor_sizes, sizes) -> int:
+  cond = conductor_sizes[-1]
+  return (lstm_params(1, conductor_sizes) + dense_params(z_dim, 2 * sum(conductor_sizes)) +
+          lstm_params(vocab + cond, sizes) + dense_params(cond, 2 * sum(sizes)) +
+          dense_params(sizes[-1], vocab))
+
+
+def flat_decoder_params(vocab: int, z_dim: int, sizes) -> int:
+  return (lstm_params(vocab + z_dim, sizes) + dense_params(z_dim, 2 * sum(sizes)) +
+          dense_params(sizes[-1], vocab))
+
+
+def matched_flat_width(target: int, vocab: int, z_dim: int, num_layers: int = 2) -> int:
+  """The width of a flat decoder whose parameter count is closest to `target`."""
+  return min(range(8, 8192), key=lambda w: abs(
+      flat_decoder_params(vocab, z_dim, (w,) * num_layers) - target))
+
+
+def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
+  c = _base()
+  c.variant = variant
+  if variant in ('tiny', 'tiny_hier'):
+    c.dataset = 'synthetic'
+    c.num_synthetic = 16
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.max_eval_examples = 16
+    c.num_train_steps = 20
+    c.learning_rate = 3e-3
+    c.log_every_steps = 5
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = 10
+    c.sample_every_steps = 0
+    c.model.z_dim = 8
+    c.model.encoder_sizes = (16,)
+    c.model.decoder_sizes = (16,)
+    c.loss.beta_rate = 0.99
+    c.loss.sampling_rate = 10.0
+    if variant == 'tiny_hier':
+      c.encoding.num_bars = 4
+      c.model.conductor_sizes = (16,)
+  elif variant == 'mel_2bar_small':
+    pass
+  elif variant in ('mel_16bar_hier', 'mel_16bar_flat', 'trio_16bar_hier'):
+    c.encoding.num_bars = 16
+    c.encoding.max_transpose = 0
+    c.model.z_dim = 512
+    c.model.encoder_sizes = (2048, 2048)
+    c.model.conductor_sizes = (1024, 1024)
+    c.model.decoder_sizes = (1024, 1024)
+    c.loss.free_bits = 256.0
+    c.eval_batch_size = 64
+    c.max_eval_examples = 512
+    if variant == 'mel_16bar_flat':
+      target = hier_decoder_params(90, 512, (1024, 1024), (1024, 1024))
+      c.model.decoder_sizes = (matched_flat_width(target, 90, 512),) * 2
+      c.model.conductor_sizes = ()
+    if variant == 'trio_16bar_hier':
+      c.dataset = 'midi_dir'
+      c.batch_size = 256
+      c.encoding.kind = 'trio'
+      c.encoding.max_silence_bars = 2.0
+  elif variant == 'drums_2bar':
+    c.dataset = 'groove'
+    c.encoding.kind = 'drums'
+    c.encoding.max_transpose = 0
+    c.loss.free_bits = 48.0
+  else:
+    raise UserError(f'unknown musicvae config variant {variant!r}; known: {", ".join(VARIANTS)}')
+  return c

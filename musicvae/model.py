@@ -1,0 +1,340 @@
+"""MusicVAE (Roberts et al. 2018): BiLSTM encoder, flat or hierarchical LSTM decoders.
+
+Tokens are int (B, T, K): K tracks (melody 1, drums 1, trio 3) with vocab sizes V_k; the networks
+see the concatenated one-hots (B, T, sum V_k) and emit concatenated logits of the same width.
+
+Every decoder has one `step(state, prev_BV, cond_BC) -> (state, logits_BV)` with an explicit
+LSTM state. Training runs it under lax.scan with the targets as inputs (and scheduled sampling
+inside the scan); sampling runs the same step under lax.scan feeding back its own samples, or any
+forced tokens, which is how the tests check that both paths give the same logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from common import sampling
+
+LSTMState = tuple[tuple[jax.Array, jax.Array], ...]  # ((c, h) per layer)
+SIGMA_EPS = 1e-5
+
+
+def split_tracks(x_BTV: jax.Array, vocab_sizes: Sequence[int]) -> list[jax.Array]:
+  """Concatenated per-track vectors -> one array per track (last axis)."""
+  bounds = [sum(vocab_sizes[:k]) for k in range(1, len(vocab_sizes))]
+  return jnp.split(x_BTV, bounds, axis=-1)
+
+
+def one_hot_tracks(tokens_BTK: jax.Array, vocab_sizes: Sequence[int]) -> jax.Array:
+  """int (..., K) -> float32 (..., sum V) concatenated one-hots."""
+  return jnp.concatenate([jax.nn.one_hot(tokens_BTK[..., k], v)
+                          for k, v in enumerate(vocab_sizes)], axis=-1)
+
+
+def sample_tracks(rng: jax.Array, logits_BV: jax.Array, vocab_sizes: Sequence[int],
+                  temperature: float | jax.Array) -> jax.Array:
+  """Samples each track's class: (B, sum V) logits -> int32 (B, K); temperature 0 = argmax."""
+  keys = jax.random.split(rng, len(vocab_sizes))
+  return jnp.stack([sampling.sample_logits(key, logits, temperature)
+                    for key, logits in zip(keys, split_tracks(logits_BV, vocab_sizes))], axis=-1)
+
+
+class StackedLSTM(nnx.Module):
+  """LSTM layers with an explicit state; `step` for one time step, `scan` for a sequence."""
+
+  def __init__(self, in_features: int, sizes: Sequence[int], *, rngs: nnx.Rngs):
+    self.sizes = tuple(sizes)
+    cells = []
+    for size in self.sizes:
+      cells.append(nnx.OptimizedLSTMCell(in_features, size, rngs=rngs))
+      in_features = size
+    self.cells = nnx.List(cells)
+
+  @property
+  def state_size(self) -> int:
+    return 2 * sum(self.sizes)
+
+  def zero_state(self, batch: int) -> LSTMState:
+    return tuple((jnp.zeros((batch, s)), jnp.zeros((batch, s))) for s in self.sizes)
+
+  def state_from_vector(self, v_BS: jax.Array) -> LSTMState:
+    """A (B, state_size) vector (e.g. tanh(dense(z))) -> ((c, h) per layer)."""
+    state, offset = [], 0
+    for s in self.sizes:
+      state.append((v_BS[:, offset:offset + s], v_BS[:, offset + s:offset + 2 * s]))
+      offset += 2 * s
+    return tuple(state)
+
+  def step(self, state: LSTMState, x_BI: jax.Array) -> tuple[LSTMState, jax.Array]:
+    new_state, h_BH = [], x_BI
+    for cell, carry in zip(self.cells, state):
+      carry, h_BH = cell(carry, h_BH)
+      new_state.append(carry)
+    return tuple(new_state), h_BH
+
+  def scan(self, state: LSTMState, x_BTI: jax.Array, reverse: bool = False
+           ) -> tuple[LSTMState, jax.Array]:
+    state, y_TBH = jax.lax.scan(self.step, state, jnp.swapaxes(x_BTI, 0, 1), reverse=reverse)
+    return state, jnp.swapaxes(y_TBH, 0, 1)
+
+
+class BiLSTMEncoder(nnx.Module):
+  """Stacked bidirectional LSTM; the last layer's final h of both directions -> mu, sigma."""
+
+  def __init__(self, in_features: int, sizes: Sequence[int], z_dim: int, *, rngs: nnx.Rngs):
+    fw, bw = [], []
+    for size in sizes:
+      fw.append(StackedLSTM(in_features, [size], rngs=rngs))
+      bw.append(StackedLSTM(in_features, [size], rngs=rngs))
+      in_features = 2 * size
+    self.fw, self.bw = nnx.List(fw), nnx.List(bw)
+    self.mu = nnx.Linear(in_features, z_dim, rngs=rngs)
+    self.sigma = nnx.Linear(in_features, z_dim, rngs=rngs)
+
+  def __call__(self, x_BTI: jax.Array) -> tuple[jax.Array, jax.Array]:
+    batch = x_BTI.shape[0]
+    for fw, bw in zip(self.fw, self.bw):
+      (fw_state,), y_fw = fw.scan(fw.zero_state(batch), x_BTI)
+      (bw_state,), y_bw = bw.scan(bw.zero_state(batch), x_BTI, reverse=True)
+      x_BTI = jnp.concatenate([y_fw, y_bw], axis=-1)
+    final_BH = jnp.concatenate([fw_state[1], bw_state[1]], axis=-1)
+    return self.mu(final_BH), jax.nn.softplus(self.sigma(final_BH)) + SIGMA_EPS
+
+
+# ------------------------------------------------------------------------------------------------
+# Autoregressive loops shared by both decoders.
+
+StepFn = Callable[[LSTMState, jax.Array, jax.Array], tuple[LSTMState, jax.Array]]
+
+
+def teacher_forced_scan(step: StepFn, state: LSTMState, inputs_BTV: jax.Array, cond_BC: jax.Array,
+                        vocab_sizes: Sequence[int], rng: jax.Array | None = None,
+                        p_sample: float | jax.Array = 0.0) -> jax.Array:
+  """Logits (B, T, V) given the true previous tokens `inputs_BTV` (inputs_BTV[:, 0] = start).
+
+  Scheduled sampling: from step 1 on, each example's input is, with probability p_sample, a sample
+  of the model's own previous output (no gradient through it) instead of the true token.
+  """
+  batch, num_steps, width = inputs_BTV.shape
+  if rng is None:
+    rng = jax.random.key(0)
+  coin_key, sample_key = jax.random.split(rng)
+  use_sample_TB = jax.random.uniform(coin_key, (num_steps, batch)) < p_sample
+  use_sample_TB = use_sample_TB.at[0].set(False)
+  keys_T = jax.random.split(sample_key, num_steps)
+
+  def body(carry, xs):
+    state, prev_logits_BV = carry
+    true_BV, use_sample_B, key = xs
+    sampled_BV = one_hot_tracks(sample_tracks(key, prev_logits_BV, vocab_sizes, 1.0), vocab_sizes)
+    x_BV = jnp.where(use_sample_B[:, None], jax.lax.stop_gradient(sampled_BV), true_BV)
+    state, logits_BV = step(state, x_BV, cond_BC)
+    return (state, logits_BV), logits_BV
+
+  init = (state, jnp.zeros((batch, width), inputs_BTV.dtype))
+  _, logits_TBV = jax.lax.scan(body, init,
+                               (jnp.swapaxes(inputs_BTV, 0, 1), use_sample_TB, keys_T))
+  return jnp.swapaxes(logits_TBV, 0, 1)
+
+
+def sampling_scan(step: StepFn, state: LSTMState, first_BV: jax.Array, cond_BC: jax.Array,
+                  num_steps: int, vocab_sizes: Sequence[int], rng: jax.Array,
+                  temperature: float | jax.Array, forced_BTK: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Decodes step by step feeding back samples (or `forced_BTK`, when given).
+
+  Returns (tokens int32 (B, T, K), logits (B, T, V), the last input one-hot (B, V)).
+  """
+  keys_T = jax.random.split(rng, num_steps)
+  forced_TBK = None if forced_BTK is None else jnp.swapaxes(forced_BTK, 0, 1)
+
+  def body(carry, xs):
+    state, x_BV = carry
+    key, forced_BK = xs
+    state, logits_BV = step(state, x_BV, cond_BC)
+    ids_BK = sample_tracks(key, logits_BV, vocab_sizes, temperature)
+    if forced_BK is not None:
+      ids_BK = forced_BK.astype(jnp.int32)
+    return (state, one_hot_tracks(ids_BK, vocab_sizes)), (ids_BK, logits_BV)
+
+  (_, last_BV), (ids_TBK, logits_TBV) = jax.lax.scan(body, (state, first_BV),
+                                                     (keys_T, forced_TBK))
+  return jnp.swapaxes(ids_TBK, 0, 1), jnp.swapaxes(logits_TBV, 0, 1), last_BV
+
+
+def shift_right(x_BTV: jax.Array) -> jax.Array:
+  """Inputs for teacher forcing: a zero start vector, then the targets without the last step."""
+  return jnp.pad(x_BTV, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoders.
+
+
+class FlatDecoder(nnx.Module):
+  """LSTM layers from tanh(dense(z)); z is concatenated to every input step."""
+
+  def __init__(self, vocab_sizes: Sequence[int], sizes: Sequence[int], z_dim: int, num_steps: int,
+               *, rngs: nnx.Rngs):
+    self.vocab_sizes = tuple(vocab_sizes)
+    self.num_steps = num_steps
+    width = sum(vocab_sizes)
+    self.lstm = StackedLSTM(width + z_dim, sizes, rngs=rngs)
+    self.init = nnx.Linear(z_dim, self.lstm.state_size, rngs=rngs)
+    self.out = nnx.Linear(self.lstm.sizes[-1], width, rngs=rngs)
+
+  def initial_state(self, z_BZ: jax.Array) -> LSTMState:
+    return self.lstm.state_from_vector(jnp.tanh(self.init(z_BZ)))
+
+  def step(self, state: LSTMState, prev_BV: jax.Array, z_BZ: jax.Array
+           ) -> tuple[LSTMState, jax.Array]:
+    state, h_BH = self.lstm.step(state, jnp.concatenate([prev_BV, z_BZ], axis=-1))
+    return state, self.out(h_BH)
+
+  def logits(self, z_BZ: jax.Array, targets_BTV: jax.Array, rng: jax.Array | None = None,
+             p_sample: float | jax.Array = 0.0) -> jax.Array:
+    return teacher_forced_scan(self.step, self.initial_state(z_BZ), shift_right(targets_BTV),
+                               z_BZ, self.vocab_sizes, rng, p_sample)
+
+  def sample(self, z_BZ: jax.Array, rng: jax.Array, temperature: float | jax.Array,
+             forced_BTK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    first_BV = jnp.zeros((z_BZ.shape[0], sum(self.vocab_sizes)))
+    ids, logits, _ = sampling_scan(self.step, self.initial_state(z_BZ), first_BV, z_BZ,
+                                   self.num_steps, self.vocab_sizes, rng, temperature, forced_BTK)
+    return ids, logits
+
+
+class HierarchicalDecoder(nnx.Module):
+  """A conductor LSTM (one step per bar) and one per-bar note decoder per track.
+
+  The conductor starts from tanh(dense(z)) with zero inputs; its output c_i for bar i sets each
+  note decoder's state through tanh(dense(c_i)) and is concatenated to its inputs. Bar i starts
+  from the last token of bar i-1 (during training, the true one, as in the paper's code).
+  """
+
+  def __init__(self, vocab_sizes: Sequence[int], conductor_sizes: Sequence[int],
+               sizes: Sequence[int], z_dim: int, num_bars: int, bar_steps: int, *,
+               rngs: nnx.Rngs):
+    self.vocab_sizes = tuple(vocab_sizes)
+    self.num_bars, self.bar_steps = num_bars, bar_steps
+    self.conductor = StackedLSTM(1, conductor_sizes, rngs=rngs)
+    self.conductor_init = nnx.Linear(z_dim, self.conductor.state_size, rngs=rngs)
+    cond = self.conductor.sizes[-1]
+    self.cores = nnx.List([StackedLSTM(v + cond, sizes, rngs=rngs) for v in vocab_sizes])
+    self.core_inits = nnx.List([nnx.Linear(cond, self.cores[0].state_size, rngs=rngs)
+                                for _ in vocab_sizes])
+    self.outs = nnx.List([nnx.Linear(self.cores[0].sizes[-1], v, rngs=rngs)
+                          for v in vocab_sizes])
+
+  def conductor_state(self, z_BZ: jax.Array) -> LSTMState:
+    return self.conductor.state_from_vector(jnp.tanh(self.conductor_init(z_BZ)))
+
+  def conductor_step(self, state: LSTMState) -> tuple[LSTMState, jax.Array]:
+    batch = state[0][0].shape[0]
+    return self.conductor.step(state, jnp.zeros((batch, 1)))
+
+  def core_state(self, k: int, c_BC: jax.Array) -> LSTMState:
+    return self.cores[k].state_from_vector(jnp.tanh(self.core_inits[k](c_BC)))
+
+  def core_step(self, k: int, state: LSTMState, prev_BV: jax.Array, c_BC: jax.Array
+                ) -> tuple[LSTMState, jax.Array]:
+    state, h_BH = self.cores[k].step(state, jnp.concatenate([prev_BV, c_BC], axis=-1))
+    return state, self.outs[k](h_BH)
+
+  def logits(self, z_BZ: jax.Array, targets_BTV: jax.Array, rng: jax.Array | None = None,
+             p_sample: float | jax.Array = 0.0) -> jax.Array:
+    batch, n = z_BZ.shape[0], self.num_bars
+    _, c_BNC = self.conductor.scan(self.conductor_state(z_BZ), jnp.zeros((batch, n, 1)))
+    # Bars are independent given c_i and their first input, so run them as one batch of B * N.
+    c_XC = c_BNC.reshape(batch * n, -1)
+    inputs_XSV = shift_right(targets_BTV).reshape(batch * n, self.bar_steps, -1)
+    rng = jax.random.key(0) if rng is None else rng
+    logits = []
+    for k, (v, x_XSV) in enumerate(zip(self.vocab_sizes,
+                                       split_tracks(inputs_XSV, self.vocab_sizes))):
+      step = lambda s, x, c, k=k: self.core_step(k, s, x, c)
+      logits.append(teacher_forced_scan(step, self.core_state(k, c_XC), x_XSV, c_XC, (v,),
+                                        jax.random.fold_in(rng, k), p_sample))
+    return jnp.concatenate(logits, axis=-1).reshape(batch, n * self.bar_steps, -1)
+
+  def sample(self, z_BZ: jax.Array, rng: jax.Array, temperature: float | jax.Array,
+             forced_BTK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    batch, n, steps = z_BZ.shape[0], self.num_bars, self.bar_steps
+    forced_NBSK = None
+    if forced_BTK is not None:
+      forced_NBSK = jnp.swapaxes(forced_BTK.reshape(batch, n, steps, -1), 0, 1)
+
+    def bar(carry, xs):
+      conductor_state, prev_BV = carry
+      key, forced_BSK = xs
+      conductor_state, c_BC = self.conductor_step(conductor_state)
+      ids, logits, last = [], [], []
+      for k, (v, prev_k) in enumerate(zip(self.vocab_sizes,
+                                          split_tracks(prev_BV, self.vocab_sizes))):
+        step = lambda s, x, c, k=k: self.core_step(k, s, x, c)
+        forced_k = None if forced_BSK is None else forced_BSK[..., k:k + 1]
+        ids_k, logits_k, last_k = sampling_scan(
+            step, self.core_state(k, c_BC), prev_k, c_BC, steps, (v,),
+            jax.random.fold_in(key, k), temperature, forced_k)
+        ids.append(ids_k), logits.append(logits_k), last.append(last_k)
+      return ((conductor_state, jnp.concatenate(last, axis=-1)),
+              (jnp.concatenate(ids, axis=-1), jnp.concatenate(logits, axis=-1)))
+
+    first_BV = jnp.zeros((batch, sum(self.vocab_sizes)))
+    _, (ids_NBSK, logits_NBSV) = jax.lax.scan(
+        bar, (self.conductor_state(z_BZ), first_BV), (jax.random.split(rng, n), forced_NBSK))
+    ids = jnp.swapaxes(ids_NBSK, 0, 1).reshape(batch, n * steps, -1)
+    logits = jnp.swapaxes(logits_NBSV, 0, 1).reshape(batch, n * steps, -1)
+    return ids, logits
+
+
+class MusicVAE(nnx.Module):
+  """Encoder + decoder; tokens int (B, T, K) in, logits (B, T, sum V) out."""
+
+  def __init__(self, *, vocab_sizes: Sequence[int], num_steps: int, z_dim: int,
+               encoder_sizes: Sequence[int], decoder_sizes: Sequence[int],
+               conductor_sizes: Sequence[int] = (), bar_steps: int = 16, rngs: nnx.Rngs):
+    self.vocab_sizes = tuple(vocab_sizes)
+    self.num_steps, self.z_dim = num_steps, z_dim
+    self.encoder = BiLSTMEncoder(sum(vocab_sizes), encoder_sizes, z_dim, rngs=rngs)
+    if conductor_sizes:
+      if num_steps % bar_steps:
+        raise ValueError(f'num_steps {num_steps} is not a multiple of bar_steps {bar_steps}')
+      self.decoder = HierarchicalDecoder(vocab_sizes, conductor_sizes, decoder_sizes, z_dim,
+                                         num_steps // bar_steps, bar_steps, rngs=rngs)
+    else:
+      self.decoder = FlatDecoder(vocab_sizes, decoder_sizes, z_dim, num_steps, rngs=rngs)
+
+  def one_hot(self, tokens_BTK: jax.Array) -> jax.Array:
+    return one_hot_tracks(tokens_BTK, self.vocab_sizes)
+
+  def encode(self, tokens_BTK: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """-> (mu, sigma), each (B, Z)."""
+    return self.encoder(self.one_hot(tokens_BTK))
+
+  def reconstruct_logits(self, z_BZ: jax.Array, tokens_BTK: jax.Array,
+                         rng: jax.Array | None = None, p_sample: float | jax.Array = 0.0
+                         ) -> jax.Array:
+    """Teacher-forced logits (B, T, sum V), with scheduled sampling at rate p_sample."""
+    return self.decoder.logits(z_BZ, self.one_hot(tokens_BTK), rng, p_sample)
+
+  def sample(self, z_BZ: jax.Array, rng: jax.Array, temperature: float | jax.Array = 1.0,
+             forced_BTK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Decodes without teacher forcing -> (tokens int32 (B, T, K), logits (B, T, sum V))."""
+    return self.decoder.sample(z_BZ, rng, temperature, forced_BTK)
+
+  def __call__(self, tokens_BTK: jax.Array, rng: jax.Array, p_sample: float | jax.Array = 0.0
+               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """-> (logits, mu, sigma, z) with z drawn from q(z|x)."""
+    mu, sigma = self.encode(tokens_BTK)
+    z_key, dec_key = jax.random.split(rng)
+    z = mu + sigma * jax.random.normal(z_key, mu.shape)
+    return self.reconstruct_logits(z, tokens_BTK, dec_key, p_sample), mu, sigma, z
+
+
+def num_params(model: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

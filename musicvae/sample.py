@@ -1,0 +1,300 @@
+"""MusicVAE's uses of a trained model: encode, decode, sample, interpolate, attribute vectors.
+
+    z, mu, sigma = encode(model, [seq], enc)
+    seqs = decode(model, z, enc, jax.random.key(0), temperature=0.5)
+    seqs = interpolate(model, seq_a, seq_b, enc, num=7)           # slerp between the two mu
+    vectors = compute_attribute_vectors(model, slices, enc)       # {'note_density': (Z,), ...}
+    z2 = apply_attribute(z, vectors['note_density'], scale=1.5)
+
+`generate_main` is what experiments/generate.py calls.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from common import midi
+from common.errors import UserError
+from musicvae import data
+from musicvae import model as model_lib
+
+NoteSequence = midi.NoteSequence
+ENCODE_BATCH = 64
+
+
+# ------------------------------------------------------------------------------------------------
+# Jitted pieces (the model is an argument, so one compile serves any weights of the same shape).
+
+
+@nnx.jit
+def _encode(model: model_lib.MusicVAE, tokens_BTK: jax.Array):
+  return model.encode(tokens_BTK)
+
+
+@nnx.jit
+def _decode(model: model_lib.MusicVAE, z_BZ: jax.Array, rng: jax.Array, temperature: jax.Array):
+  return model.sample(z_BZ, rng, temperature)[0]
+
+
+def encode_tokens(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,
+                  rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Token slices (N, T, K) -> (z, mu, sigma), each (N, Z); z drawn from q(z|x)."""
+  mus, sigmas = [], []
+  for i in range(0, len(tokens_NTK), ENCODE_BATCH):
+    mu, sigma = _encode(model, jnp.asarray(tokens_NTK[i:i + ENCODE_BATCH], jnp.int32))
+    mus.append(np.asarray(mu)), sigmas.append(np.asarray(sigma))
+  mu, sigma = np.concatenate(mus), np.concatenate(sigmas)
+  rng = jax.random.key(0) if rng is None else rng
+  z = mu + sigma * np.asarray(jax.random.normal(rng, mu.shape))
+  return z, mu, sigma
+
+
+def decode_tokens(model: model_lib.MusicVAE, z_NZ: np.ndarray, rng: jax.Array,
+                  temperature: float = 0.5) -> np.ndarray:
+  """z (N, Z) -> tokens int32 (N, T, K) by free-running decoding (temperature 0 = argmax)."""
+  out = []
+  for i in range(0, len(z_NZ), ENCODE_BATCH):
+    out.append(np.asarray(_decode(model, jnp.asarray(z_NZ[i:i + ENCODE_BATCH], jnp.float32),
+                                  jax.random.fold_in(rng, i), jnp.float32(temperature))))
+  return np.concatenate(out) if out else np.zeros((0, model.num_steps, len(model.vocab_sizes)))
+
+
+def sequences_to_tokens(seqs: Sequence[NoteSequence], enc: data.Encoding,
+                        names: Sequence[str] | None = None) -> np.ndarray:
+  """The first kept slice of each sequence -> (N, T, K); UserError when one has none."""
+  out = []
+  for i, seq in enumerate(seqs):
+    slices, stats = data.extract_slices([seq], enc)
+    if not len(slices):
+      name = names[i] if names else (seq.filename or f'sequence {i}')
+      raise UserError(f'{name}: no {enc.num_bars}-bar {enc.kind} slice found (4/4 time, pitches '
+                      f'{data.MIN_PITCH}..{data.MAX_PITCH}, at most {enc.max_silence_bars:g} '
+                      f'bar(s) of silence); extraction: {dict(stats)}')
+    out.append(slices[0])
+  return np.stack(out).astype(np.int32)
+
+
+def encode(model: model_lib.MusicVAE, seqs: Sequence[NoteSequence], enc: data.Encoding,
+           rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """NoteSequences (their first slice each) -> (z, mu, sigma), each (N, Z)."""
+  return encode_tokens(model, sequences_to_tokens(seqs, enc), rng)
+
+
+def decode(model: model_lib.MusicVAE, z_NZ: np.ndarray, enc: data.Encoding, rng: jax.Array,
+           temperature: float = 0.5) -> list[NoteSequence]:
+  return [data.tokens_to_sequence(t, enc) for t in decode_tokens(model, z_NZ, rng, temperature)]
+
+
+def sample(model: model_lib.MusicVAE, num: int, rng: jax.Array, enc: data.Encoding,
+           temperature: float = 0.5) -> list[NoteSequence]:
+  """`num` sequences decoded from z ~ N(0, I)."""
+  z_key, dec_key = jax.random.split(rng)
+  z = np.asarray(jax.random.normal(z_key, (num, model.z_dim)))
+  return decode(model, z, enc, dec_key, temperature)
+
+
+def slerp(p0: np.ndarray, p1: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+  """Spherical interpolation; t may be an array (T,) -> (T, Z). Linear when p0 and p1 align."""
+  p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+  t = np.asarray(t, np.float64)[..., None]
+  cos = np.dot(p0 / np.linalg.norm(p0), p1 / np.linalg.norm(p1))
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))
+  if np.sin(omega) < 1e-6:
+    return (1 - t) * p0 + t * p1
+  return (np.sin((1 - t) * omega) * p0 + np.sin(t * omega) * p1) / np.sin(omega)
+
+
+def interpolate_z(mu_a: np.ndarray, mu_b: np.ndarray, num: int) -> np.ndarray:
+  """`num` latent points from mu_a to mu_b (both included) by slerp at linspace(0, 1, num)."""
+  return slerp(mu_a, mu_b, np.linspace(0.0, 1.0, num)).astype(np.float32)
+
+
+def interpolate(model: model_lib.MusicVAE, seq_a: NoteSequence, seq_b: NoteSequence,
+                enc: data.Encoding, num: int = 7, rng: jax.Array | None = None,
+                temperature: float = 0.5) -> list[NoteSequence]:
+  _, mu, _ = encode(model, [seq_a, seq_b], enc)
+  rng = jax.random.key(0) if rng is None else rng
+  return decode(model, interpolate_z(mu[0], mu[1], num), enc, rng, temperature)
+
+
+# ------------------------------------------------------------------------------------------------
+# Attributes of melody slices (track 0) and attribute vectors.
+
+
+def _notes(tokens_T: np.ndarray) -> list[tuple[int, int, int]]:
+  return data.melody_notes(np.asarray(tokens_T))
+
+
+def note_density(tokens_T: np.ndarray) -> float:
+  """Note onsets per step."""
+  return len(_notes(tokens_T)) / len(tokens_T)
+
+
+def average_interval(tokens_T: np.ndarray) -> float:
+  """Mean absolute pitch interval (semitones) between consecutive notes."""
+  pitches = [p for _, _, p in _notes(tokens_T)]
+  return float(np.mean(np.abs(np.diff(pitches)))) if len(pitches) > 1 else 0.0
+
+
+def syncopation_16th(tokens_T: np.ndarray) -> float:
+  """Fraction of notes that start on an odd 16th (off the 8th-note grid)."""
+  notes = _notes(tokens_T)
+  return float(np.mean([s % 2 == 1 for s, _, _ in notes])) if notes else 0.0
+
+
+def syncopation_8th(tokens_T: np.ndarray) -> float:
+  """Fraction of notes that start on an 8th-note off-beat (the 'and' of a beat)."""
+  notes = _notes(tokens_T)
+  return float(np.mean([s % 4 == 2 for s, _, _ in notes])) if notes else 0.0
+
+
+def c_diatonic(tokens_T: np.ndarray) -> float:
+  """Fraction of notes whose pitch class is in the C major scale."""
+  notes = _notes(tokens_T)
+  return float(np.mean([p % 12 in (0, 2, 4, 5, 7, 9, 11) for _, _, p in notes])) if notes else 0.0
+
+
+ATTRIBUTES: dict[str, Callable[[np.ndarray], float]] = {
+    'note_density': note_density,
+    'average_interval': average_interval,
+    'syncopation_16th': syncopation_16th,
+    'syncopation_8th': syncopation_8th,
+    'c_diatonic': c_diatonic,
+}
+
+
+def attribute_vector(mu_NZ: np.ndarray, values_N: np.ndarray, quantile: float = 0.25
+                     ) -> np.ndarray:
+  """Mean latent of examples in the top `quantile` of an attribute minus the bottom one's."""
+  values_N = np.asarray(values_N)
+  lo, hi = np.quantile(values_N, [quantile, 1 - quantile])
+  high, low = values_N >= hi, values_N <= lo
+  if hi <= lo or not high.any() or not low.any():
+    raise UserError('attribute vector: the attribute does not vary across the examples given')
+  return (mu_NZ[high].mean(0) - mu_NZ[low].mean(0)).astype(np.float32)
+
+
+def compute_attribute_vectors(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,
+                              names: Sequence[str] = tuple(ATTRIBUTES),
+                              quantile: float = 0.25) -> dict[str, np.ndarray]:
+  """{attribute: (Z,) vector} from melody slices (N, T, K) (track 0 is the melody)."""
+  if model.vocab_sizes[0] != data.MELODY_CLASSES:
+    raise UserError('attribute vectors are defined on melodies; this model has no melody track')
+  unknown = set(names) - set(ATTRIBUTES)
+  if unknown:
+    raise UserError(f'unknown attributes {sorted(unknown)}; known: {", ".join(ATTRIBUTES)}')
+  _, mu, _ = encode_tokens(model, tokens_NTK)
+  return {name: attribute_vector(mu, np.array([ATTRIBUTES[name](x[:, 0]) for x in tokens_NTK]),
+                                 quantile) for name in names}
+
+
+def apply_attribute(z_NZ: np.ndarray, vector_Z: np.ndarray, scale: float) -> np.ndarray:
+  """z + scale * vector (scale -1.5..1.5 in the paper; negative removes the attribute)."""
+  return np.asarray(z_NZ) + scale * np.asarray(vector_Z)
+
+
+def save_attribute_vectors(path: str, vectors: dict[str, np.ndarray]) -> None:
+  """Writes {name: (Z,)} to an npz file, atomically."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npz.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **vectors)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def load_attribute_vectors(path: str) -> dict[str, np.ndarray]:
+  try:
+    with np.load(path) as npz:
+      return {k: np.asarray(npz[k]) for k in npz.files}
+  except (OSError, ValueError) as e:
+    raise UserError(f'{path}: cannot read attribute vectors ({e})') from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Files.
+
+
+def write_sequences(seqs: Sequence[NoteSequence], out_dir: str, prefix: str) -> list[str]:
+  """Writes `prefix`_000.mid, ... (atomically); returns the paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for i, seq in enumerate(seqs):
+    path = os.path.join(out_dir, f'{prefix}_{i:03d}.mid')
+    midi.write_midi(seq, path)
+    paths.append(path)
+  return paths
+
+
+GENERATE_TASKS = ('sample', 'reconstruct', 'interpolate', 'attribute')
+
+
+def generate_main(config: ml_collections.ConfigDict, workdir: str, *, task: str = 'sample',
+                  inputs: Sequence[str] = (), out_dir: str, num_samples: int = 4,
+                  temperature: float | None = None, rng_seed: int = 0, step: int | None = None,
+                  attribute: str | None = None, attribute_scale: float = 1.5,
+                  attribute_vectors: str | None = None) -> list[str]:
+  """Loads the checkpoint in `workdir` and writes MIDI files to `out_dir`; returns their paths.
+
+  task: 'sample' (num_samples from the prior), 'reconstruct' (each input through z),
+  'interpolate' (two inputs, num_samples points of the slerp between their mu, ends included),
+  'attribute' (each input's z moved by attribute_scale * the attribute's vector, from the npz
+  file `attribute_vectors`, else computed from the config's eval split and added to
+  workdir/attribute_vectors.npz).
+  """
+  from common import training  # pylint: disable=g-import-not-at-top
+  from musicvae import train  # pylint: disable=g-import-not-at-top
+  if task not in GENERATE_TASKS:
+    raise UserError(f'musicvae generate: unknown task {task!r}; use {", ".join(GENERATE_TASKS)}')
+  if num_samples < 1:
+    raise UserError(f'musicvae generate: num_samples must be >= 1, got {num_samples}')
+  enc = train.encoding_from_config(config)
+  temperature = config.sample.temperature if temperature is None else temperature
+  model = training.load_model(train.get_task(config), config, workdir, step)
+  rng = jax.random.key(rng_seed)
+  seqs = [midi.read_music(p) for p in inputs]
+  if task == 'sample':
+    return write_sequences(sample(model, num_samples, rng, enc, temperature), out_dir, 'sample')
+  if not seqs:
+    raise UserError(f'musicvae generate: task {task!r} needs input MIDI/MusicXML files')
+  tokens = sequences_to_tokens(seqs, enc, list(inputs))
+  if task == 'reconstruct':
+    _, mu, _ = encode_tokens(model, tokens)
+    return write_sequences(decode(model, mu, enc, rng, temperature), out_dir, 'reconstruction')
+  if task == 'interpolate':
+    if len(seqs) != 2:
+      raise UserError(f'musicvae generate: interpolate needs exactly 2 inputs, got {len(seqs)}')
+    _, mu, _ = encode_tokens(model, tokens)
+    z = interpolate_z(mu[0], mu[1], max(num_samples, 2))
+    return write_sequences(decode(model, z, enc, rng, temperature), out_dir, 'interpolation')
+  # attribute
+  if attribute not in ATTRIBUTES:
+    raise UserError(f'musicvae generate: --attribute must be one of {", ".join(ATTRIBUTES)}, '
+                    f'got {attribute!r}')
+  if attribute_vectors:
+    vectors = load_attribute_vectors(attribute_vectors)
+    if attribute not in vectors:
+      raise UserError(f'{attribute_vectors}: has no vector for {attribute!r} '
+                      f'(has {", ".join(vectors)})')
+  else:
+    path = os.path.join(workdir, 'attribute_vectors.npz')
+    vectors = load_attribute_vectors(path) if os.path.exists(path) else {}
+    vectors.update(compute_attribute_vectors(model, train.eval_examples(config), [attribute]))
+    save_attribute_vectors(path, vectors)
+  _, mu, _ = encode_tokens(model, tokens)
+  z = apply_attribute(mu, vectors[attribute], attribute_scale)
+  return write_sequences(decode(model, z, enc, rng, temperature), out_dir,
+                         f'{attribute}_{attribute_scale:+g}')

@@ -1,0 +1,152 @@
+"""MusicVAE encodings: exact round trips, slicing rules, extraction statistics."""
+
+import collections
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from common import midi
+from musicvae import data
+
+MEL2 = data.Encoding('melody', num_bars=2)
+DRUMS2 = data.Encoding('drums', num_bars=2)
+
+
+def _melody_seq(notes, num_steps=32, **note_kw):
+  """A quantized sequence from (start, end, pitch) on the 16th grid."""
+  seq = data.tokens_to_sequence(np.zeros(num_steps, np.int16), MEL2)
+  for start, end, pitch in notes:
+    seq.notes.add(pitch=pitch, velocity=80, quantized_start_step=start, quantized_end_step=end,
+                  start_time=start * 0.125, end_time=end * 0.125, **note_kw)
+  return seq
+
+
+@st.composite
+def monophonic_melodies(draw, num_steps=32):
+  """Non-overlapping notes in 21..108 covering a slice (rests of at most 16 steps)."""
+  notes, t = [], draw(st.integers(0, 8))
+  while t < num_steps:
+    length = draw(st.integers(1, 8))
+    end = min(t + length, num_steps)
+    notes.append((t, end, draw(st.integers(data.MIN_PITCH, data.MAX_PITCH))))
+    t = end + draw(st.integers(0, 8))
+  return notes
+
+
+@settings(max_examples=60, deadline=None)
+@given(monophonic_melodies())
+def test_melody_round_trip(notes):
+  tokens = data.events_to_tokens(data.melody_events(notes, 32))
+  assert data.melody_notes(tokens) == notes
+  # Through a NoteSequence and back to tokens.
+  seq = data.tokens_to_sequence(tokens, MEL2)
+  assert [(n.quantized_start_step, n.quantized_end_step, n.pitch) for n in seq.notes] == notes
+  slices = data.sequence_slices(seq, MEL2)
+  assert len(slices) == 1 and np.array_equal(slices[0][:, 0], tokens)
+
+
+def test_melody_classes_and_highest_pitch():
+  notes = [(0, 4, 60), (0, 2, 64), (4, 6, 21), (8, 10, 108)]
+  tokens = data.events_to_tokens(data.melody_events(notes, 16))
+  assert tokens.tolist() == [2 + 64 - 21, 0, 1, 0, 2, 0, 1, 0, 89, 0, 1, 0, 0, 0, 0, 0]
+  with pytest.raises(ValueError):
+    data.events_to_tokens(data.melody_events([(0, 1, 20)], 4))
+
+
+def test_new_onset_ends_sounding_note():
+  tokens = data.events_to_tokens(data.melody_events([(0, 8, 60), (4, 6, 62)], 8))
+  assert data.melody_notes(tokens) == [(0, 4, 60), (4, 6, 62)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 511), min_size=32, max_size=32))
+def test_drum_round_trip(tokens):
+  tokens = np.array(tokens, np.int16)
+  seq = data.tokens_to_sequence(tokens, DRUMS2)
+  hits = [(n.quantized_start_step, n.pitch) for n in seq.notes]
+  assert np.array_equal(data.drum_tokens(hits, 32), tokens)
+  assert all(n.is_drum for n in seq.notes)
+
+
+def test_drum_mapping_folds_gm_pitches():
+  # 35 acoustic bass drum -> kick, 40 electric snare -> snare, 44 pedal hi-hat -> closed hi-hat,
+  # 57 crash 2 -> crash, 59 ride 2 -> ride; 13 is no drum.
+  tokens = data.drum_tokens([(0, 35), (0, 40), (1, 44), (2, 57), (3, 59), (3, 13)], 4)
+  assert tokens.tolist() == [0b11, 0b100, 1 << 7, 1 << 8]
+
+
+def test_slicing_every_bar_with_silence_rule_and_stats():
+  # Bars 0-1 notes, bars 2-3 silent, bar 4 notes: 5 bars -> 4 two-bar slices; the slice over
+  # bars 2-3 is empty, the others hold at most 1 bar of silence.
+  notes = [(0, 4, 60), (16, 20, 62), (64, 80, 64)]
+  seq = _melody_seq(notes, num_steps=80)
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert stats['slices_considered'] == 4
+  assert stats['dropped_empty_melody'] == 1
+  # Bars 1-2: note 16-20 then 28 silent steps > 16 -> dropped; bars 0-1: 12 + 12 silent: kept;
+  # bars 3-4: 16 silent then a note: kept (exactly 1 bar).
+  assert stats['dropped_silence_melody'] == 1
+  assert stats['slices_kept'] == len(slices) == 2
+
+
+def test_out_of_range_pitch_dropped():
+  seq = _melody_seq([(0, 16, 110), (16, 32, 60)])
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert len(slices) == 0 and stats['dropped_pitch_out_of_range'] == 1
+
+
+def test_track_selectors():
+  seq = _melody_seq([(0, 32, 60)], instrument=0)
+  seq.notes.add(pitch=72, velocity=80, instrument=1, quantized_start_step=0, quantized_end_step=32)
+  seq.instrument_infos.add(instrument=1, name='Melody')
+  first = data.Encoding('melody', 2, melody_track='first')
+  by_name = data.Encoding('melody', 2, melody_track='name:MELODY')
+  assert data.extract_slices([seq], first)[0][0, 0, 0] == 60 - 21 + 2
+  assert data.extract_slices([seq], by_name)[0][0, 0, 0] == 72 - 21 + 2
+  assert data.extract_slices([seq], MEL2)[0][0, 0, 0] == 72 - 21 + 2  # highest pitch wins
+
+
+def test_not_4_4_is_counted():
+  seq = _melody_seq([(0, 32, 60)])
+  seq.time_signatures[0].numerator = 3
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert len(slices) == 0 and stats['pieces_not_4_4'] == 1
+
+
+def test_unquantized_midi_file_round_trip(tmp_path):
+  tokens = data.synthetic_melodies(1, num_bars=2, seed=3)[0]
+  path = str(tmp_path / 'm.mid')
+  midi.write_midi(tokens, path)
+  slices = data.sequence_slices(midi.read_midi(path), MEL2)
+  assert np.array_equal(slices[0], data.sequence_slices(tokens, MEL2)[0])
+
+
+def test_trio_round_trip():
+  rng = np.random.default_rng(0)
+  enc = data.Encoding('trio', num_bars=2, max_silence_bars=2)
+  mel = data.events_to_tokens(data.melody_events([(t, t + 2, 60 + t % 7) for t in range(0, 32, 4)],
+                                                 32))
+  bass = data.events_to_tokens(data.melody_events([(t, t + 8, 36) for t in range(0, 32, 8)], 32))
+  drums = rng.integers(1, 512, 32).astype(np.int16)
+  tokens = np.stack([mel, bass, drums], axis=1)
+  seq = data.tokens_to_sequence(tokens, enc)
+  assert {n.program for n in seq.notes if not n.is_drum} == {0, 33}
+  slices, _ = data.extract_slices([seq], enc)
+  assert len(slices) == 1 and np.array_equal(slices[0], tokens)
+
+
+def test_transpose_keeps_range():
+  tokens = data.events_to_tokens(data.melody_events([(0, 4, 23), (4, 8, 60)], 8))[:, None]
+  shifts = data.valid_transpositions(tokens, MEL2, 5)
+  assert shifts == [-2, -1, 0, 1, 2, 3, 4, 5]
+  up = data.transpose(tokens, MEL2, 5)
+  assert [p for _, _, p in data.melody_notes(up[:, 0])] == [28, 65]
+  assert np.array_equal(data.transpose(up, MEL2, -5), tokens)
+
+
+def test_chorale_soprano():
+  x = np.full((32, 4), np.nan, np.float32)
+  x[0:8, 0], x[8:16, 0], x[16:32, 0] = 67, 69, 67
+  slices, _ = data.extract_slices([x], MEL2)
+  assert data.melody_notes(slices[0][:, 0]) == [(0, 8, 67), (8, 16, 69), (16, 32, 67)]
