@@ -1,0 +1,227 @@
+"""Decoder-only transformer for compound words (CP) and, from the same code, REMI.
+
+CP input: one embedding per family (sizes differ: pitch 512, chord 256, type 32, ...), concatenated
+and projected to d_model, plus sinusoidal positions. Output, type first: type logits from the
+hidden state; then concat(hidden, embed(type)) -> linear -> one head per other family, where the
+type is the target type in training and the sampled type in generation. REMI is the one-family
+case: one embedding, one head.
+
+Self-attention is causal, optionally with Music Transformer relative attention: a learned
+embedding per head and relative distance -(max_len-1)..0, added to the logits through "skewing"
+in a full pass and through a gather in a cached pass (same numbers). Generation uses an explicit
+KV cache of fixed length: `hidden(tokens, cache, pos)` runs any number of new tokens starting at
+position `pos` (a traced scalar), so the step is jittable and prompt prefill is one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Cache = list[dict[str, jax.Array]]  # per layer: k_BHLK, v_BHLK
+_NEG = -1e30
+# Weights are created as zeros and then filled from one random draw (`_init_weights`): compiling
+# one RNG program per weight shape costs ~0.5 s each on a CPU, far more than the tiny models' use.
+_ZEROS = nnx.initializers.zeros
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(d_in, d_out, kernel_init=_ZEROS, rngs=rngs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  vocab_size: int
+  embed_dim: int
+
+
+def skew(qe_BHTT: jax.Array) -> jax.Array:
+  """Music Transformer skewing: out[..., i, j] = qe[..., i, T-1-i+j] for j <= i (rest: junk).
+
+  Column m of the input is relative distance m - (T-1); pad a zero column on the left, reshape
+  (T, T+1) -> (T+1, T), drop the first row.
+  """
+  *lead, t, _ = qe_BHTT.shape
+  padded = jnp.pad(qe_BHTT, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
+  return padded.reshape(*lead, t + 1, t)[..., 1:, :]
+
+
+def sinusoidal(positions_T: jax.Array, dim: int) -> jax.Array:
+  """Transformer sine/cosine position encodings (T, dim)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half) / max(half, 1))
+  angles = positions_T[:, None].astype(jnp.float32) * freqs[None, :]
+  enc = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  return jnp.pad(enc, ((0, 0), (0, dim - 2 * half)))
+
+
+def _init_weights(module: nnx.Module, key: jax.Array) -> None:
+  """Fills every weight from one normal draw: kernels N(0, 1/fan_in) (LeCun), embeddings
+  N(0, 1/dim) (flax's default), relative embeddings N(0, 1/head_dim); biases and norms keep
+  theirs."""
+  weights = [(path[-1], var) for path, var in nnx.iter_graph(module)
+             if isinstance(var, nnx.Param) and path[-1] in ('kernel', 'embedding', 'rel_HMK')]
+  sizes = [math.prod(var.shape) for _, var in weights]
+  draw = jax.random.normal(key, (sum(sizes),), jnp.float32)
+  if not isinstance(draw, jax.core.Tracer):
+    draw = np.asarray(draw)  # slicing on the host avoids one compiled slice per shape
+  offset = 0
+  for (name, var), size in zip(weights, sizes):
+    fan_in = var.shape[0] if name == 'kernel' else var.shape[-1]
+    value = draw[offset:offset + size].reshape(var.shape) / math.sqrt(fan_in)
+    var[...] = jnp.asarray(value, var.dtype)
+    offset += size
+
+
+class Attention(nnx.Module):
+  """Causal multi-head self-attention, optionally relative, with an optional KV cache."""
+
+  def __init__(self, d_model: int, num_heads: int, *, relative: bool, max_len: int,
+               rngs: nnx.Rngs):
+    if d_model % num_heads:
+      raise ValueError(f'd_model {d_model} is not a multiple of num_heads {num_heads}')
+    self.num_heads, self.head_dim, self.max_len = num_heads, d_model // num_heads, max_len
+    self.qkv = _linear(d_model, 3 * d_model, rngs)
+    self.out = _linear(d_model, d_model, rngs)
+    self.relative = relative
+    if relative:
+      # rel_HMK[:, m] is the embedding of relative distance m - (max_len - 1).
+      self.rel_HMK = nnx.Param(jnp.zeros((num_heads, max_len, self.head_dim)))
+
+  def _split(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    b, t, _ = x_BTD.shape
+    qkv = self.qkv(x_BTD).reshape(b, t, 3, self.num_heads, self.head_dim)
+    q, k, v = (jnp.swapaxes(qkv[:, :, i], 1, 2) for i in range(3))  # each (B, H, T, K)
+    return q, k, v
+
+  def __call__(self, x_BTD: jax.Array, cache: dict[str, jax.Array] | None = None,
+               pos: jax.Array | int = 0) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+    b, t, d = x_BTD.shape
+    q_BHTK, k_BHTK, v_BHTK = self._split(x_BTD)
+    if cache is None:
+      if t > self.max_len:
+        raise ValueError(f'sequence length {t} exceeds max_len {self.max_len}')
+      logits_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
+      if self.relative:
+        rel_HTK = self.rel_HMK[:, self.max_len - t:]  # distances -(T-1)..0
+        logits_BHTS += skew(jnp.einsum('bhtk,hmk->bhtm', q_BHTK, rel_HTK))
+      q_pos_T = jnp.arange(t)
+      k_pos_S = jnp.arange(t)
+      keys_BHSK, values_BHSK, new_cache = k_BHTK, v_BHTK, None
+    else:
+      keys_BHSK = jax.lax.dynamic_update_slice(cache['k'], k_BHTK.astype(cache['k'].dtype),
+                                               (0, 0, pos, 0))
+      values_BHSK = jax.lax.dynamic_update_slice(cache['v'], v_BHTK.astype(cache['v'].dtype),
+                                                 (0, 0, pos, 0))
+      new_cache = {'k': keys_BHSK, 'v': values_BHSK}
+      logits_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, keys_BHSK)
+      s = keys_BHSK.shape[2]
+      q_pos_T = pos + jnp.arange(t)
+      k_pos_S = jnp.arange(s)
+      if self.relative:
+        qe_BHTM = jnp.einsum('bhtk,hmk->bhtm', q_BHTK, self.rel_HMK[...])
+        index_TS = jnp.clip(self.max_len - 1 + k_pos_S[None, :] - q_pos_T[:, None], 0,
+                            self.max_len - 1)
+        logits_BHTS += jnp.take_along_axis(
+            qe_BHTM, jnp.broadcast_to(index_TS, (b, self.num_heads, t, s)), axis=-1)
+    logits_BHTS = logits_BHTS / math.sqrt(self.head_dim)
+    causal_TS = k_pos_S[None, :] <= q_pos_T[:, None]
+    logits_BHTS = jnp.where(causal_TS, logits_BHTS, _NEG)
+    weights_BHTS = jax.nn.softmax(logits_BHTS.astype(jnp.float32), axis=-1).astype(q_BHTK.dtype)
+    out_BHTK = jnp.einsum('bhts,bhsk->bhtk', weights_BHTS, values_BHSK)
+    return self.out(jnp.swapaxes(out_BHTK, 1, 2).reshape(b, t, d)), new_cache
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block."""
+
+  def __init__(self, d_model: int, num_heads: int, ffn_dim: int, *, dropout: float,
+               relative: bool, max_len: int, rngs: nnx.Rngs):
+    self.norm1 = nnx.LayerNorm(d_model, rngs=rngs)
+    self.attn = Attention(d_model, num_heads, relative=relative, max_len=max_len, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(d_model, rngs=rngs)
+    self.ffn_in = _linear(d_model, ffn_dim, rngs)
+    self.ffn_out = _linear(ffn_dim, d_model, rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x_BTD, cache=None, pos=0):
+    y_BTD, cache = self.attn(self.norm1(x_BTD), cache, pos)
+    x_BTD = x_BTD + self.dropout(y_BTD)
+    y_BTD = self.ffn_out(jax.nn.gelu(self.ffn_in(self.norm2(x_BTD))))
+    return x_BTD + self.dropout(y_BTD), cache
+
+
+class Transformer(nnx.Module):
+  """Decoder over multi-field tokens (B, T, F); F = 1 is a plain language model (REMI).
+
+  With F > 1, field 0 is the type family and the heads are type-first (see module docstring).
+  """
+
+  def __init__(self, families: Sequence[Family], *, d_model: int, num_heads: int,
+               num_layers: int, ffn_dim: int, dropout: float, max_len: int,
+               relative: bool = False, abs_pos: bool = True, rngs: nnx.Rngs):
+    self.families = tuple(families)
+    self.d_model, self.max_len, self.abs_pos = d_model, max_len, abs_pos
+    self.embeds = nnx.List([nnx.Embed(f.vocab_size, f.embed_dim, embedding_init=_ZEROS, rngs=rngs)
+                            for f in families])
+    self.in_proj = _linear(sum(f.embed_dim for f in families), d_model, rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.blocks = nnx.List([
+        Block(d_model, num_heads, ffn_dim, dropout=dropout, relative=relative, max_len=max_len,
+              rngs=rngs) for _ in range(num_layers)])
+    self.norm = nnx.LayerNorm(d_model, rngs=rngs)
+    self.heads = nnx.List([_linear(d_model, f.vocab_size, rngs) for f in families])
+    if len(families) > 1:
+      self.type_proj = _linear(d_model + families[0].embed_dim, d_model, rngs)
+    _init_weights(self, rngs.params())
+
+  @property
+  def multi_field(self) -> bool:
+    return len(self.families) > 1
+
+  def init_cache(self, batch_size: int, length: int, dtype=jnp.float32) -> Cache:
+    """An empty KV cache for `length` positions (at most max_len)."""
+    if length > self.max_len:
+      raise ValueError(f'cache length {length} exceeds max_len {self.max_len}')
+    shape = (batch_size, self.blocks[0].attn.num_heads, length, self.blocks[0].attn.head_dim)
+    return [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)} for _ in self.blocks]
+
+  def hidden(self, tokens_BTF: jax.Array, cache: Cache | None = None,
+             pos: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
+    """Final hidden states (B, T, D) of tokens at positions pos..pos+T-1 (and the new cache)."""
+    x_BTE = jnp.concatenate([emb(tokens_BTF[..., i]) for i, emb in enumerate(self.embeds)], -1)
+    x_BTD = self.in_proj(x_BTE)
+    if self.abs_pos:
+      x_BTD = x_BTD + sinusoidal(pos + jnp.arange(tokens_BTF.shape[1]), self.d_model)
+    x_BTD = self.dropout(x_BTD)
+    new_cache = None if cache is None else []
+    for i, block in enumerate(self.blocks):
+      x_BTD, layer_cache = block(x_BTD, None if cache is None else cache[i], pos)
+      if cache is not None:
+        new_cache.append(layer_cache)
+    return self.norm(x_BTD), new_cache
+
+  def first_logits(self, h_BTD: jax.Array) -> jax.Array:
+    """Type logits (CP) or the token logits (REMI)."""
+    return self.heads[0](h_BTD)
+
+  def field_logits(self, h_BTD: jax.Array, type_BT: jax.Array) -> dict[str, jax.Array]:
+    """Logits of every non-type family given the (teacher-forced or sampled) type."""
+    g_BTD = self.type_proj(jnp.concatenate([h_BTD, self.embeds[0](type_BT)], axis=-1))
+    return {f.name: head(g_BTD) for f, head in zip(self.families[1:], self.heads[1:])}
+
+  def __call__(self, tokens_BTF: jax.Array, target_type_BT: jax.Array | None = None
+               ) -> dict[str, jax.Array]:
+    """Training pass: logits per family; the field heads see `target_type_BT` (CP)."""
+    h_BTD, _ = self.hidden(tokens_BTF)
+    logits = {self.families[0].name: self.first_logits(h_BTD)}
+    if self.multi_field:
+      logits.update(self.field_logits(h_BTD, target_type_BT))
+    return logits

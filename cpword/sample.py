@@ -1,0 +1,306 @@
+"""Generation with the KV cache: per-family temperature and nucleus sampling, type first.
+
+CP: at every step the type is sampled first (EOS / Metrical / Note), then every family's head sees
+the sampled type and each field is sampled with its own temperature and top-p; fields the type does
+not use are set to IGNORE (and a Bar word carries no tempo or chord). REMI: one event per step.
+Songs are generated in a batch inside one jitted `lax.while_loop`, until every song has its EOS or
+the length limit, optionally continuing a prompt (a MIDI file) and/or after an emotion token.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from common import midi
+from common import sampling
+from common import training
+from common.errors import UserError
+from cpword import model as model_lib
+from cpword import tokens
+from cpword import train
+
+# The paper's settings (temperature, top_p); 'remi' is for the REMI model's single stream.
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    'type': {'temperature': 1.0, 'top_p': 0.9},
+    'tempo': {'temperature': 1.2, 'top_p': 0.9},
+    'bar_beat': {'temperature': 1.2, 'top_p': None},
+    'chord': {'temperature': 1.0, 'top_p': 0.99},
+    'pitch': {'temperature': 1.0, 'top_p': 0.9},
+    'duration': {'temperature': 2.0, 'top_p': 0.9},
+    'velocity': {'temperature': 5.0, 'top_p': None},
+    'remi': {'temperature': 1.2, 'top_p': 0.9},
+}
+_FIELDS = ('bar_beat', 'tempo', 'chord', 'pitch', 'duration', 'velocity')
+_NOTE_FIELDS = ('pitch', 'duration', 'velocity')
+_ALLOWED_TYPES = (tokens.TYPE_EOS, tokens.TYPE_METRICAL, tokens.TYPE_NOTE)
+
+
+def settings_from_config(config: ml_collections.ConfigDict | None = None,
+                         overrides: Mapping[str, Mapping[str, Any]] | None = None
+                         ) -> dict[str, dict[str, Any]]:
+  """DEFAULT_SETTINGS, then config.sampling.<family>, then `overrides`."""
+  settings = {k: dict(v) for k, v in DEFAULT_SETTINGS.items()}
+  sources = []
+  if config is not None and 'sampling' in config:
+    sources.append({k: v for k, v in config.sampling.items()
+                    if isinstance(v, ml_collections.ConfigDict)})
+  sources.append(overrides or {})
+  for source in sources:
+    for family, values in source.items():
+      if family not in settings:
+        raise UserError(f'sampling settings for unknown family {family!r}; '
+                        f'known: {", ".join(settings)}')
+      values = dict(values.items())
+      for key, value in values.items():
+        if key not in ('temperature', 'top_p'):
+          raise UserError(f'sampling.{family}.{key}: unknown; use temperature or top_p')
+        if key == 'top_p' and value is not None and not 0 < value <= 1:
+          raise UserError(f'sampling.{family}.top_p={value}: must be in (0, 1] or None')
+        if key == 'temperature' and value < 0:
+          raise UserError(f'sampling.{family}.temperature={value}: must be >= 0')
+      settings[family].update(values)
+  return settings
+
+
+def _mask_ignore(logits_BV: jax.Array) -> jax.Array:
+  return logits_BV.at[..., tokens.IGNORE].set(-jnp.inf)
+
+
+def sample_cp_word(rng: jax.Array, type_logits_BV: jax.Array,
+                   field_logits_fn: Callable[[jax.Array], Mapping[str, jax.Array]],
+                   settings: Mapping[str, Mapping[str, Any]],
+                   position_B: jax.Array | None = None,
+                   allow_eos: jax.Array | bool = True) -> jax.Array:
+  """One CP word per row (B, NUM_FAMILIES): the type, then the fields given that type.
+
+  `field_logits_fn(type_B)` gives the logits of every non-type family. IGNORE is never sampled
+  for a field the type uses; the other fields are set to IGNORE. With `position_B` (the current
+  position in the bar, -1 right after a Bar) the grammar is enforced too: no note before a beat,
+  beats only forward within a bar. `allow_eos` False forbids EOS (a minimum length).
+  """
+  type_key, field_key = jax.random.split(rng)
+  types_V = jnp.arange(type_logits_BV.shape[-1])
+  allowed_BV = jnp.broadcast_to(jnp.isin(types_V, jnp.array(_ALLOWED_TYPES)),
+                                type_logits_BV.shape)
+  if position_B is not None:
+    allowed_BV &= ~((types_V == tokens.TYPE_NOTE) & (position_B[:, None] < 0))
+  allowed_BV &= (types_V != tokens.TYPE_EOS) | allow_eos
+  type_B = sampling.sample_logits(type_key, jnp.where(allowed_BV, type_logits_BV, -jnp.inf),
+                                  **settings['type'])
+  field_logits = {f: _mask_ignore(logits) for f, logits in field_logits_fn(type_B).items()}
+  if position_B is not None:
+    values_V = jnp.arange(field_logits['bar_beat'].shape[-1])
+    forward_BV = (values_V == tokens.BAR) | (values_V - 2 > position_B[:, None])
+    field_logits['bar_beat'] = jnp.where(forward_BV, field_logits['bar_beat'], -jnp.inf)
+  ids = sampling.sample_fields(field_key, {f: field_logits[f] for f in _FIELDS},
+                               {f: settings[f] for f in _FIELDS})
+  metrical_B = type_B == tokens.TYPE_METRICAL
+  beat_B = metrical_B & (ids['bar_beat'] != tokens.BAR)
+  note_B = type_B == tokens.TYPE_NOTE
+  use = {'bar_beat': metrical_B, 'tempo': beat_B, 'chord': beat_B,
+         **{f: note_B for f in _NOTE_FIELDS}}
+  word = {'type': type_B, 'emotion': jnp.zeros_like(type_B)}
+  word.update({f: jnp.where(use[f], ids[f], tokens.IGNORE) for f in _FIELDS})
+  return jnp.stack([word[f].astype(jnp.int32) for f in tokens.FAMILIES], axis=-1)
+
+
+def sample_remi_event(rng: jax.Array, logits_BV: jax.Array,
+                      settings: Mapping[str, Mapping[str, Any]],
+                      allow_eos: jax.Array | bool = True) -> jax.Array:
+  logits_BV = _mask_ignore(logits_BV)
+  logits_BV = logits_BV.at[..., 1].set(jnp.where(allow_eos, logits_BV[..., 1], -jnp.inf))
+  return sampling.sample_logits(rng, logits_BV, **settings['remi'])[:, None]
+
+
+def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF: jax.Array,
+              prompt_len: jax.Array, min_len: jax.Array, *, settings) -> jax.Array:
+  """Fills out_BLF[:, prompt_len:]; the prompt is in out_BLF[:, :prompt_len].
+
+  One loop for prompt and generation: while pos + 1 < prompt_len the next token is the prompt's
+  (teacher forcing fills the cache), after that it is sampled. So prompt_len and min_len are traced
+  and one compiled program serves every prompt.
+  """
+  model = nnx.merge(graphdef, state)
+  batch, length, _ = out_BLF.shape
+  eos = tokens.TYPE_EOS  # also REMI's EOS id
+
+  def step(carry):
+    pos, cache, out_BLF, done_B, bar_pos_B, rng = carry
+    rng, key = jax.random.split(rng)
+    word_BF = jax.lax.dynamic_index_in_dim(out_BLF, pos, axis=1, keepdims=False)
+    if model.multi_field:
+      # Track the position in the bar of the word just read (prompt or sampled).
+      bar_beat_B = word_BF[:, tokens.F['bar_beat']]
+      is_metrical_B = word_BF[:, tokens.F['type']] == tokens.TYPE_METRICAL
+      bar_pos_B = jnp.where(is_metrical_B & (bar_beat_B == tokens.BAR), -1,
+                            jnp.where(is_metrical_B & (bar_beat_B > tokens.BAR), bar_beat_B - 2,
+                                      bar_pos_B))
+    h_B1D, cache = model.hidden(word_BF[:, None], cache, pos)
+    h_BD = h_B1D[:, 0]
+    allow_eos = pos + 2 >= min_len
+    if model.multi_field:
+      new_BF = sample_cp_word(key, model.first_logits(h_BD),
+                              lambda type_B: model.field_logits(h_BD, type_B), settings,
+                              bar_pos_B, allow_eos)
+    else:
+      new_BF = sample_remi_event(key, model.first_logits(h_BD), settings, allow_eos)
+    in_prompt = pos + 1 < prompt_len
+    next_BF = jax.lax.dynamic_index_in_dim(out_BLF, jnp.minimum(pos + 1, length - 1), axis=1,
+                                           keepdims=False)
+    new_BF = jnp.where(in_prompt, next_BF, new_BF)
+    new_BF = jnp.where(done_B[:, None], 0, new_BF)  # finished songs are padded
+    out_BLF = jax.lax.dynamic_update_slice_in_dim(out_BLF, new_BF[:, None], pos + 1, axis=1)
+    return pos + 1, cache, out_BLF, done_B | (new_BF[:, 0] == eos), bar_pos_B, rng
+
+  def keep_going(carry):
+    pos, _, _, done_B, _, _ = carry
+    return (pos < length - 1) & ~jnp.all(done_B)
+
+  init = (jnp.asarray(0, jnp.int32), model.init_cache(batch, length), out_BLF,
+          jnp.zeros((batch,), bool), jnp.full((batch,), -1, jnp.int32), rng)
+  return jax.lax.while_loop(keep_going, step, init)[2]
+
+
+def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = None,
+                 prompt: midi.NoteSequence | None = None) -> np.ndarray:
+  """Where generation starts (words (N, F) or events (N,)): [Emotion] Bar, or [Emotion] + prompt."""
+  vocab = train.vocab_from_config(config)
+  if prompt is not None:
+    words = tokens.encode_cp(prompt, vocab, emotion=emotion, eos=False,
+                             chords=config.data.get('chords', 'auto'))
+  else:
+    if emotion is not None and emotion not in tokens.EMOTIONS:
+      raise UserError(f'emotion {emotion!r} is not one of {", ".join(tokens.EMOTIONS)}')
+    words = [tokens.make_word(type=tokens.TYPE_EMOTION, emotion=tokens.EMOTIONS.index(emotion) + 1)
+             ] if emotion else []
+    words = np.array(words + [tokens.make_word(type=tokens.TYPE_METRICAL, bar_beat=tokens.BAR)],
+                     np.int32)
+  return tokens.cp_to_remi(words, vocab) if config.representation == 'remi' else words
+
+
+def generate(model: model_lib.Transformer, start: np.ndarray, *, rng: jax.Array, num_songs: int,
+             max_len: int, settings: Mapping[str, Mapping[str, Any]],
+             min_len: int = 0) -> np.ndarray:
+  """num_songs continuations of `start` (N, F) or (N,), each max_len tokens in all (0-padded).
+
+  No EOS is sampled before `min_len` tokens (counting the start and the EOS itself).
+  """
+  start = np.asarray(start, np.int32)
+  start_NF = start[:, None] if start.ndim == 1 else start
+  if not 1 <= len(start_NF) < max_len:
+    raise UserError(f'the prompt has {len(start_NF)} tokens; the length limit {max_len} must be '
+                    'larger (raise max_words, or use a shorter prompt)')
+  if max_len > model.max_len:
+    raise UserError(f'max_words={max_len} exceeds the model\'s max_len {model.max_len}')
+  out_BLF = np.zeros((num_songs, max_len, start_NF.shape[1]), np.int32)
+  out_BLF[:, :len(start_NF)] = start_NF
+  model.eval()
+  graphdef, state = nnx.split(model)
+  frozen = tuple(sorted((k, tuple(sorted(v.items()))) for k, v in settings.items()))
+  fn = _jitted(graphdef, frozen)
+  out = np.asarray(fn(state, rng, jnp.asarray(out_BLF), jnp.asarray(len(start_NF), jnp.int32),
+                      jnp.asarray(min_len, jnp.int32)))
+  return out[..., 0] if start.ndim == 1 else out
+
+
+_JIT_CACHE: dict = {}
+
+
+def _jitted(graphdef, frozen_settings):
+  key = (graphdef, frozen_settings)
+  if key not in _JIT_CACHE:
+    settings = {k: dict(v) for k, v in frozen_settings}
+    _JIT_CACHE[key] = jax.jit(lambda state, rng, out, prompt_len, min_len: _generate(
+        graphdef, state, rng, out, prompt_len, min_len, settings=settings))
+  return _JIT_CACHE[key]
+
+
+def decode(config: ml_collections.ConfigDict, song: np.ndarray) -> midi.NoteSequence:
+  """A generated song (words or events) as a NoteSequence (valid prefix, warning otherwise)."""
+  vocab = train.vocab_from_config(config)
+  if config.representation == 'remi':
+    return tokens.decode_remi(song, vocab)
+  return tokens.decode_cp(song, vocab)
+
+
+def write_songs(model: model_lib.Transformer, config: ml_collections.ConfigDict, out_dir: str, *,
+                num_songs: int, max_words: int, min_words: int = 0, seed: int = 0,
+                emotion: str | None = None,
+                prompt: midi.NoteSequence | None = None,
+                settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+  """Generates songs and writes them as MIDI files (plus vocab.json); returns the MIDI paths."""
+  start = start_tokens(config, emotion=emotion, prompt=prompt)
+  songs = generate(model, start, rng=jax.random.key(seed), num_songs=num_songs,
+                   max_len=max_words, settings=settings_from_config(config, settings),
+                   min_len=min_words)
+  os.makedirs(out_dir, exist_ok=True)
+  train.vocab_from_config(config).save(os.path.join(out_dir, 'vocab.json'))
+  paths = []
+  for i, song in enumerate(songs):
+    seq = decode(config, song)
+    if not seq.notes:
+      continue  # nothing to write (the model ended at once)
+    path = os.path.join(out_dir, f'song_{i:03d}.mid')
+    midi.write_midi(seq, path)
+    paths.append(path)
+  return paths
+
+
+def generate_main(config: ml_collections.ConfigDict, workdir: str, *, num_songs: int = 4,
+                  max_words: int | None = None, min_words: int = 0,
+                  prompt_midi: str | None = None,
+                  out_dir: str | None = None, emotion: str | None = None, seed: int = 0,
+                  settings: Mapping[str, Mapping[str, Any]] | None = None,
+                  step: int | None = None) -> list[str]:
+  """Loads the checkpoint in `workdir` and writes `num_songs` MIDI files; returns their paths.
+
+  `settings` overrides per family, e.g. {'pitch': {'temperature': 0.9, 'top_p': 0.95}}.
+  """
+  model = training.load_model(train.get_task(config), config, workdir, step)
+  prompt = midi.read_music(prompt_midi) if prompt_midi else None
+  out_dir = out_dir or os.path.join(workdir, 'samples', 'generated')
+  max_words = max_words or config.sampling.max_words
+  return write_songs(model, config, out_dir, num_songs=num_songs, max_words=max_words,
+                     min_words=min_words, seed=seed, emotion=emotion, prompt=prompt,
+                     settings=settings)
+
+
+def generate_from_flags(model: model_lib.Transformer, config: ml_collections.ConfigDict,
+                        options: Mapping[str, Any]) -> list[str]:
+  """experiments/generate.py's entry: --melody continues a MIDI file, --num_steps is the length in
+  words (events for REMI), --num_samples songs, --temperature scales every family's temperature;
+  --wav / --png also render each song. Returns the paths written."""
+  if options.get('task') not in (None, 'generate', 'harmonize', 'continue'):
+    raise UserError(f"cpword: --task={options['task']} is not supported; use generate (or "
+                    'continue with --melody)')
+  settings = None
+  if options.get('temperature') is not None:
+    base = settings_from_config(config)
+    settings = {f: {'temperature': s['temperature'] * options['temperature']}
+                for f, s in base.items()}
+  prompt = midi.read_music(options['melody']) if options.get('melody') else None
+  out_dir = options.get('out_dir') or 'out'
+  paths = write_songs(model, config, out_dir, num_songs=options.get('num_samples') or 1,
+                      max_words=options.get('num_steps') or config.sampling.max_words,
+                      seed=options.get('seed') or 0, emotion=options.get('emotion'),
+                      prompt=prompt, settings=settings)
+  written = list(paths)
+  if options.get('wav') or options.get('png'):
+    from common import render  # pylint: disable=g-import-not-at-top
+    for path in paths:
+      seq = midi.read_midi(path)
+      stem = os.path.splitext(path)[0]
+      if options.get('png'):
+        render.piano_roll_png(seq, stem + '.png', title=os.path.basename(stem))
+        written.append(stem + '.png')
+      if options.get('wav'):
+        render.render_wav(seq, stem + '.wav')
+        written.append(stem + '.wav')
+  return written

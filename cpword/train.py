@@ -1,0 +1,232 @@
+"""Training task of the Compound Word Transformer (CP) and of the REMI baseline.
+
+A dataset is tokenised once per process (CP words or REMI events per song), then training takes
+random windows of seq_len + 1 tokens. CP loss: the mean over families of each family's cross-entropy
+over its non-ignored fields, with the field heads teacher-forced on the target type; REMI loss:
+cross-entropy over non-padding events. Evaluation reports the same per family on fixed windows.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from typing import Iterator
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from common import datasets
+from common import midi
+from common import pipeline
+from common import training
+from common.errors import UserError
+from cpword import model as model_lib
+from cpword import tokens
+
+_EMOTION_IN_NAME = re.compile(r'^(Q[1-4])_')
+
+
+def vocab_from_config(config: ml_collections.ConfigDict) -> tokens.Vocab:
+  return tokens.Vocab(**config.tokens.to_dict())
+
+
+def families(config: ml_collections.ConfigDict) -> list[model_lib.Family]:
+  vocab = vocab_from_config(config)
+  if config.representation == 'remi':
+    return [model_lib.Family('token', vocab.remi_size, config.model.remi_embed_dim)]
+  if config.representation != 'cp':
+    raise UserError(f"config.representation={config.representation!r}: use 'cp' or 'remi'")
+  sizes = vocab.family_sizes
+  return [model_lib.Family(name, sizes[name], config.model.embed_dims[name])
+          for name in tokens.FAMILIES]
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.Transformer:
+  m = config.model
+  return model_lib.Transformer(
+      families(config), d_model=m.d_model, num_heads=m.num_heads, num_layers=m.num_layers,
+      ffn_dim=m.ffn_dim, dropout=m.dropout, max_len=m.max_len, relative=m.relative,
+      abs_pos=m.abs_pos, rngs=rngs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data.
+
+
+def synthetic_pieces(num_pieces: int, seed: int = 0) -> list[midi.NoteSequence]:
+  """Small on-grid pop-like pieces (chord on each bar, a melody of 8ths); the 'tiny' data set."""
+  rng = np.random.default_rng(seed)
+  pieces = []
+  progression = [(0, 4, 7), (9, 12, 16), (5, 9, 12), (7, 11, 14)]
+  for _ in range(num_pieces):
+    seq = midi.NoteSequence()
+    qpm = float(rng.choice([80, 101, 119, 140]))
+    seq.tempos.add(time=0.0, qpm=qpm)
+    sec_per_step = 60.0 / qpm / 4
+    key = int(rng.integers(48, 60))
+    for bar in range(int(rng.integers(2, 5))):
+      chord = progression[bar % 4]
+      for p in chord:
+        seq.notes.add(pitch=key + p, velocity=61, start_time=bar * 16 * sec_per_step,
+                      end_time=(bar * 16 + 16) * sec_per_step)
+      for step in range(0, 16, 2):
+        p = key + 12 + chord[int(rng.integers(0, 3))]
+        seq.notes.add(pitch=p, velocity=89, start_time=(bar * 16 + step) * sec_per_step,
+                      end_time=(bar * 16 + step + 2) * sec_per_step)
+    seq.total_time = max(n.end_time for n in seq.notes)
+    pieces.append(seq)
+  return pieces
+
+
+def _with_chord_markers(seq: midi.NoteSequence, data_dir: str | None, name: str,
+                        piece_id: str) -> midi.NoteSequence:
+  root = data_dir or datasets.default_data_dir(name)
+  for path in (os.path.join(root, piece_id), os.path.join(root, name, piece_id)):
+    if os.path.exists(path):
+      return tokens.add_chord_markers(seq, path)
+  return seq
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenized(data_name: str, data_dir: str | None, split: str, limit: int | None,
+               representation: str, vocab_json: str, emotion: bool, chords: str,
+               num_workers: int | None) -> tuple[np.ndarray, ...]:
+  vocab = tokens.Vocab.from_json(vocab_json)
+  if data_name == 'tiny':
+    count = {'train': 16, 'valid': 4, 'test': 4}.get(split, 24)
+    seed = {'train': 0, 'valid': 1, 'test': 2}.get(split, 3)
+    seqs = synthetic_pieces(count if limit is None else min(count, limit), seed)
+    ids = [f'tiny/{i}' for i in range(len(seqs))]
+  else:
+    kwargs = {'limit': limit}
+    if num_workers is not None:
+      kwargs['num_workers'] = num_workers
+    ds = datasets.get_dataset(data_name, data_dir, split, **kwargs)
+    seqs, ids = ds.examples, ds.ids
+  out = []
+  for seq, piece_id in zip(seqs, ids):
+    try:
+      if data_name in ('pop1k7', 'pop909') and chords in ('auto', 'annotations'):
+        seq = _with_chord_markers(seq, data_dir, data_name, piece_id)
+      emotion_tag = None
+      if emotion:
+        match = _EMOTION_IN_NAME.match(os.path.basename(piece_id))
+        emotion_tag = match.group(1) if match else None
+      words = tokens.encode_cp(seq, vocab, emotion=emotion_tag, chords=chords)
+    except (UserError, ValueError, IndexError) as e:
+      logging.warning('cpword: skipped %s (%s)', piece_id, e)
+      continue
+    out.append(tokens.cp_to_remi(words, vocab) if representation == 'remi' else words)
+  if not out:
+    raise UserError(f'cpword: no usable pieces in {data_name} split {split}')
+  return tuple(out)
+
+
+def tokenized_dataset(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, ...]:
+  """Every song of `split` as CP words (N, F) or REMI events (N,), tokenised once per process."""
+  d = config.data
+  return _tokenized(d.name, d.get('data_dir'), split, d.get('limit'), config.representation,
+                    vocab_from_config(config).to_json(), bool(d.get('emotion', False)),
+                    d.get('chords', 'auto'), d.get('num_workers'))
+
+
+def _window_transform(seq_len: int):
+  def transform(song: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    window = pipeline.random_crop(song, seq_len + 1, rng, pad_value=0)
+    return {'tokens': window.astype(np.int32)}
+  return transform
+
+
+def eval_windows(songs: tuple[np.ndarray, ...], seq_len: int, max_windows: int) -> list[np.ndarray]:
+  """Consecutive windows of seq_len + 1 tokens (overlapping by one), padded with 0."""
+  windows = []
+  for song in songs:
+    for start in range(0, max(len(song) - 1, 1), seq_len):
+      window = song[start:start + seq_len + 1]
+      pad = [(0, seq_len + 1 - len(window))] + [(0, 0)] * (song.ndim - 1)
+      windows.append(np.pad(window, pad).astype(np.int32))
+      if len(windows) >= max_windows:
+        return windows
+  return windows
+
+
+def train_iterator(config, process_index: int, process_count: int) -> Iterator[dict]:
+  songs = tokenized_dataset(config, 'train')
+  return pipeline.make_train_iterator(
+      songs, _window_transform(config.data.seq_len), batch_size=config.batch_size,
+      seed=config.seed, process_index=process_index, process_count=process_count)
+
+
+def eval_batches(config, process_index: int, process_count: int):
+  songs = tokenized_dataset(config, 'valid')
+  windows = eval_windows(songs, config.data.seq_len, config.data.max_eval_windows)
+  return pipeline.make_eval_batches(windows, lambda w: {'tokens': w},
+                                    batch_size=config.batch_size, process_index=process_index,
+                                    process_count=process_count)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loss.
+
+
+def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
+                  weight_B: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(loss, metrics) of a batch of windows (B, T+1[, F]); target 0 = ignored.
+
+  CP: loss = mean over the families present in the batch of their mean cross-entropy.
+  """
+  if tokens_BT.ndim == 2:
+    tokens_BT = tokens_BT[..., None]
+  inputs_BTF, targets_BTF = tokens_BT[:, :-1], tokens_BT[:, 1:]
+  logits = model(inputs_BTF, targets_BTF[..., 0])
+  weight_B = jnp.ones(tokens_BT.shape[0]) if weight_B is None else weight_B
+  metrics, total, present = {}, 0.0, 0.0
+  for i, family in enumerate(model.families):
+    target_BT = targets_BTF[..., i]
+    mask_BT = (target_BT != tokens.IGNORE) * weight_B[:, None]
+    ce_BT = optax.softmax_cross_entropy_with_integer_labels(
+        logits[family.name].astype(jnp.float32), target_BT)
+    count = jnp.sum(mask_BT)
+    ce = jnp.sum(ce_BT * mask_BT) / jnp.maximum(count, 1.0)
+    correct_BT = jnp.argmax(logits[family.name], -1) == target_BT
+    metrics[f'ce_{family.name}'] = ce
+    metrics[f'acc_{family.name}'] = jnp.sum(correct_BT * mask_BT) / jnp.maximum(count, 1.0)
+    total += ce * (count > 0)
+    present += (count > 0)
+  loss = total / jnp.maximum(present, 1.0)
+  metrics['ce'] = loss
+  return loss, metrics
+
+
+def loss_fn(model, batch, rng, step):
+  del rng, step  # dropout draws from the model's own RNG stream, which the loop carries
+  return family_losses(model, jnp.asarray(batch['tokens']))
+
+
+def eval_fn(model, batch, rng):
+  del rng
+  _, metrics = family_losses(model, jnp.asarray(batch['tokens']), batch['weight'])
+  return metrics
+
+
+def sample_hook(config: ml_collections.ConfigDict, model, step: int, workdir: str) -> None:
+  """Writes config.sampling.num_songs songs to <workdir>/samples/step_<step>/ (with vocab.json)."""
+  from cpword import sample  # pylint: disable=g-import-not-at-top
+  out_dir = os.path.join(workdir, 'samples', f'step_{step}')
+  sample.write_songs(model, config, out_dir, num_songs=config.sampling.num_songs,
+                     max_words=config.sampling.max_words, seed=step)
+
+
+def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
+  """The TrainTask; data is tokenised lazily, on the first call of an iterator."""
+  families(config)  # fail early on a bad representation
+  return training.TrainTask(
+      build_model=build_model, loss_fn=loss_fn, train_iterator=train_iterator,
+      eval_fn=eval_fn, eval_batches=eval_batches,
+      sample_hook=functools.partial(sample_hook, config))

@@ -1,0 +1,110 @@
+"""The training task: data windows, per-family losses, a few steps that reduce the loss."""
+
+from flax import nnx
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from common import training
+from cpword import configs
+from cpword import tokens
+from cpword import train
+
+
+def test_configs():
+  paper = configs.get_config('paper')
+  assert (paper.model.num_layers, paper.model.d_model, paper.model.num_heads,
+          paper.model.ffn_dim, paper.model.dropout) == (12, 512, 8, 2048, 0.1)
+  assert paper.task == 'cpword' and paper.representation == 'cp'
+  assert dict(paper.model.embed_dims) == dict(type=32, bar_beat=64, tempo=128, chord=256,
+                                              pitch=512, duration=128, velocity=128, emotion=32)
+  assert configs.get_config('small,remi').representation == 'remi'
+  assert configs.get_config('tiny,emotion').data.name == 'emopia'
+  with pytest.raises(ValueError):
+    configs.get_config('huge')
+  assert isinstance(train.get_task(paper), training.TrainTask)
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_batches_and_eval_windows(representation):
+  config = configs.get_config('tiny')
+  config.representation = representation
+  batch = next(train.train_iterator(config, 0, 1))
+  shape = (config.batch_size, config.data.seq_len + 1)
+  assert batch['tokens'].shape == (shape + (tokens.NUM_FAMILIES,) if representation == 'cp'
+                                   else shape)
+  evals = list(train.eval_batches(config, 0, 1))
+  assert evals and all(b['tokens'].shape == batch['tokens'].shape for b in evals)
+  assert evals[0]['weight'].sum() > 0
+
+
+def test_loss_is_the_mean_of_per_family_ce_over_used_fields(tiny_model):
+  config, model = tiny_model('cp')
+  songs = train.tokenized_dataset(config, 'train')
+  window = songs[0][:config.data.seq_len + 1]
+  loss, metrics = train.family_losses(model, jnp.asarray(window[None]))
+  logits = model(jnp.asarray(window[None, :-1]), jnp.asarray(window[None, 1:, 0]))
+  per_family = []
+  for i, family in enumerate(tokens.FAMILIES):
+    target = window[1:, i]
+    used = target != tokens.IGNORE
+    x = np.asarray(logits[family][0], np.float64)
+    log_p = x - x.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    if used.any():
+      per_family.append(-log_p[np.arange(len(target)), target][used].mean())
+      np.testing.assert_allclose(metrics[f'ce_{family}'], per_family[-1], rtol=1e-4)
+  assert len(per_family) == len(tokens.FAMILIES) - 1  # the tiny set has no emotion
+  np.testing.assert_allclose(loss, np.mean(per_family), rtol=1e-4)
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_a_few_steps_reduce_the_loss(representation):
+  config = configs.get_config('tiny')
+  config.representation = representation
+  config.model.relative = True
+  config.model.dropout = 0.1  # the dropout RNG stream must work under nnx.jit
+  model = train.build_model(config, nnx.Rngs(0))
+  model.train()
+  optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+  task = train.get_task(config)
+  batch = next(task.train_iterator(config, 0, 1))
+
+  @nnx.jit
+  def step(model, optimizer, tokens_BT):
+    grad_fn = nnx.value_and_grad(lambda m: task.loss_fn(m, {'tokens': tokens_BT}, None, 0),
+                                 has_aux=True)
+    (loss, _), grads = grad_fn(model)
+    optimizer.update(model, grads)
+    return loss
+
+  tokens_BT = jnp.asarray(batch['tokens'])
+  losses = [float(step(model, optimizer, tokens_BT)) for _ in range(15)]
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.slow
+def test_train_loop_then_generate_main(tmp_path):
+  from common import midi  # pylint: disable=g-import-not-at-top
+  from cpword import sample  # pylint: disable=g-import-not-at-top
+  config = configs.get_config('tiny')
+  config.num_train_steps = 4
+  config.eval_every_steps = 4
+  config.checkpoint_every_steps = 4
+  config.sample_every_steps = 4
+  config.sampling.max_words = 24
+  workdir = str(tmp_path / 'run')
+  training.train_and_evaluate(train.get_task(config), config, workdir)
+  assert (tmp_path / 'run' / 'samples' / 'step_4' / 'vocab.json').exists()
+  paths = sample.generate_main(config, workdir, num_songs=2, max_words=24, min_words=12,
+                               out_dir=str(tmp_path / 'gen'), emotion=None, seed=1,
+                               settings={'pitch': {'temperature': 0.5}})
+  assert paths and all(midi.read_midi(p).notes for p in paths)
+  # experiments/generate.py's entry point.
+  model = training.load_model(train.get_task(config), config, workdir)
+  written = sample.generate_from_flags(model, config, dict(
+      task='generate', melody=paths[0], num_steps=48, num_samples=2, temperature=0.8, seed=0,
+      out_dir=str(tmp_path / 'flags'), png=True))
+  assert any(p.endswith('.png') for p in written) and any(p.endswith('.mid') for p in written)
