@@ -27,12 +27,14 @@ The cost is one forward pass per step: sum over pieces of (scored variables) pas
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Iterator, Sequence
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from common.errors import UserError
 from coconet import data
@@ -114,20 +116,18 @@ def evaluate_pieces(model: nnx.Module, pieces: Sequence[np.ndarray], *,
     for order in orders:
       k = ensemble_size if order == 'random' else 1
       ll_PK = np.zeros((len(pieces), k))
-      for i, piece in enumerate(pieces):
+      bar = tqdm.tqdm(pieces, desc=f'{unit}wise {order}', unit='piece', disable=not progress,
+                      mininterval=10 if not sys.stderr.isatty() else 0.1)
+      for i, piece in enumerate(bar):
         valid = ~np.isnan(piece)
         for j in range(k):
           rank = group_ranks(valid, unit, order, rng)
           ll_PK[i, j] = piece_log_likelihood(model, piece, rank, chunk_size=chunk_size)
-        if progress:
-          print(f'  {unit}wise {order}: piece {i + 1}/{len(pieces)}', end='\r', flush=True)
       ensemble = np.array([_log_mean_exp(row) for row in ll_PK])
       results[f'{unit}wise_{order}'] = _summary(ensemble, num_notes, num_frames, len(pieces))
       if order == 'random':
         results[f'{unit}wise_random_single'] = _summary(ll_PK.mean(axis=1), num_notes, num_frames,
                                                         len(pieces))
-  if progress:
-    print()
   return results
 
 

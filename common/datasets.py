@@ -44,7 +44,6 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -52,6 +51,7 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from common import files as file_io
 from common import midi
 from common.errors import UserError
 
@@ -115,24 +115,10 @@ def _cache_root(cache_dir: str | None) -> str:
   return os.path.expanduser(cache_dir or os.environ.get(CACHE_DIR_ENV) or '~/.cache/musicgen')
 
 
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-  """Calls write(file) on a temp file next to `path`, then renames it over `path`."""
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def _try_atomic_write(path: str, write: Callable[[Any], None]) -> None:
   """A cache write that cannot fail the load: a read-only cache only costs speed."""
   try:
-    _atomic_write(path, write)
+    file_io.atomic_write(path, write)
   except OSError as e:
     logging.log_first_n(logging.WARNING, 'cannot write cache %s (%s); continuing without it', 1,
                         path, e)

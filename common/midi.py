@@ -11,7 +11,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import warnings
 
 with warnings.catch_warnings():
@@ -23,6 +22,7 @@ with warnings.catch_warnings():
   from note_seq.protobuf import music_pb2
 import pretty_midi
 
+from common import files
 from common.errors import UserError
 
 NoteSequence = music_pb2.NoteSequence
@@ -233,23 +233,13 @@ def _check_writable(seq: NoteSequence, path: str) -> None:
 def write_midi(seq: NoteSequence, path: str) -> None:
   """Writes `seq` as a MIDI file atomically (temp file in the same folder, then os.replace)."""
   _check_writable(seq, path)
-  folder = os.path.dirname(os.path.abspath(path))
-  tmp = None
   try:
-    os.makedirs(folder, exist_ok=True)
     pm = note_seq.note_sequence_to_pretty_midi(seq)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    with os.fdopen(fd, 'wb') as f:
-      pm.write(f)
-    os.replace(tmp, path)
-    tmp = None
+    files.atomic_write(path, pm.write)
   except OSError as e:
     raise MidiError(path, f'cannot write MIDI file ({e.strerror or e})', 'cannot write') from None
   except (ValueError, IndexError) as e:
     raise MidiError(path, f'cannot write MIDI file ({e})', 'cannot write') from None
-  finally:
-    if tmp is not None and os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 def quantize(seq: NoteSequence, steps_per_quarter: int) -> NoteSequence:

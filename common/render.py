@@ -5,14 +5,11 @@ WAV rendering uses the `fluidsynth` program with a General MIDI soundfont when b
 otherwise a small additive synthesizer in numpy, so that a WAV can always be made.
 """
 
-from collections.abc import Iterator
-import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 import wave
 
 from absl import logging
@@ -20,6 +17,7 @@ import note_seq
 from note_seq import sequences_lib
 import numpy as np
 
+from common import files
 from common.errors import UserError
 
 NoteSequence = note_seq.NoteSequence
@@ -39,23 +37,6 @@ _PEAK = 0.9  # normalise to this, leaving headroom below full scale
 _FLUIDSYNTH_TIMEOUT_SECONDS = 600
 
 _NOTE_NAMES = ('C', 'C#', 'D', 'D#', 'E', 'F', 'F#', 'G', 'G#', 'A', 'A#', 'B')
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str) -> Iterator[str]:
-  """Yields a temporary path next to `path`; moves it over `path` only if the block succeeds."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  # Not tempfile.mkstemp: its files are private (0600); the writer creates this one with the
-  # usual permissions.
-  tmp_path = os.path.join(
-      directory, f'.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}')
-  try:
-    yield tmp_path
-    os.replace(tmp_path, path)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
 
 
 def note_name(pitch: int) -> str:
@@ -148,7 +129,7 @@ def piano_roll_png(seq: NoteSequence, path: str, title: str | None = None) -> No
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  with _atomic_output(path) as tmp_path:
+  with files.atomic_path(path) as tmp_path:
     fig.savefig(tmp_path, format='png')
 
 
@@ -206,7 +187,7 @@ def render_wav(seq: NoteSequence, path: str, sample_rate: int = 22050, *,
 
 def _render_with_fluidsynth(seq: NoteSequence, path: str, sample_rate: int, executable: str,
                             soundfont: str) -> None:
-  with tempfile.TemporaryDirectory() as tmp_dir, _atomic_output(path) as tmp_wav:
+  with tempfile.TemporaryDirectory() as tmp_dir, files.atomic_path(path) as tmp_wav:
     midi_path = os.path.join(tmp_dir, 'in.mid')
     note_seq.sequence_proto_to_midi_file(seq, midi_path)
     # -n: no MIDI input, -i: no shell, -F: render as fast as possible into a file.
@@ -222,7 +203,7 @@ def _render_with_fluidsynth(seq: NoteSequence, path: str, sample_rate: int, exec
 def write_wav(audio: np.ndarray, path: str, sample_rate: int) -> None:
   """Writes mono float audio in [-1, 1] as 16-bit PCM, atomically."""
   pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype('<i2')
-  with _atomic_output(path) as tmp_path:
+  with files.atomic_path(path) as tmp_path:
     with wave.open(tmp_path, 'wb') as f:
       f.setnchannels(1)
       f.setsampwidth(2)

@@ -193,7 +193,11 @@ class _DropLibraryInfo(pylogging.Filter):
   """Hides orbax's per-save INFO chatter so the loop's own progress lines stay readable."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' not in record.pathname:
+      return True
+    # load_model opens checkpoints read-only on purpose; orbax warns about that each time.
+    return record.levelno >= pylogging.WARNING and 'read only' not in record.getMessage().replace(
+        '_', ' ')
 
 
 def quiet_library_logs() -> None:

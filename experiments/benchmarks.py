@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 

@@ -6,14 +6,20 @@ r"""Generates music with a trained model: loads --workdir's config.json and late
       --melody=tune.mid --transpose --wav --png --programs=piano
   python -m experiments.generate --workdir=runs/coconet_small --task=generate --num_steps=64
 
-Dispatch: the run's config.task names the model package; `<task>/sample.py` provides
-`generate_from_flags(model, config, options: dict) -> list[str]` (the paths it wrote), where
-`options` holds this file's flag values by name. A model adds its own --task values there.
+  python -m experiments.generate --workdir=runs/pianonet_small --melody=seed.mid --seconds=10 --wav
+  python -m experiments.generate --workdir=runs/musicvae_mel2 --task=interpolate \
+      --inputs=a.mid,b.mid --num_samples=7 --png
+  python -m experiments.generate --workdir=runs/cpword_small --num_samples=2 --num_steps=512
+
+Dispatch: the run's config.task names the model package. Coconet and cpword provide
+`generate_from_flags(model, config, options: dict) -> list[str]` (the paths written) in
+`<task>/sample.py`; PianoNet and MusicVAE provide `generate_main(config, workdir, ...)`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from absl import flags
@@ -24,9 +30,15 @@ from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_TASK = flags.DEFINE_string('task', 'harmonize',
-                            'What to generate. coconet: harmonize|generate|complete|revoice|'
-                            'upsample (complete/revoice/upsample take a 4-part --melody file).')
+_TASK = flags.DEFINE_string('task', None,
+                            'What to generate. coconet: harmonize (default)|generate|complete|'
+                            'revoice|upsample (complete/revoice/upsample take a 4-part --melody '
+                            'file); musicvae: sample (default)|reconstruct|interpolate|attribute.')
+_SECONDS = flags.DEFINE_float('seconds', 10.0, 'pianonet: seconds of music to generate after the '
+                              'seed (--melody is the seed MIDI; none = silence).')
+_INPUTS = flags.DEFINE_list('inputs', [], 'musicvae: input MIDI/MusicXML files.')
+_ATTRIBUTE = flags.DEFINE_string('attribute', None, 'musicvae --task=attribute: which attribute.')
+_ATTRIBUTE_SCALE = flags.DEFINE_float('attribute_scale', 1.5, 'musicvae: attribute vector scale.')
 _MELODY = flags.DEFINE_string('melody', None, 'Input file: .mid/.midi/.xml/.musicxml/.mxl.')
 _PITCHES = flags.DEFINE_string('pitches', None,
                                'Melody as comma-separated MIDI pitches, "r" for a rest.')
@@ -68,13 +80,6 @@ def parse_pitches(text: str | None) -> list[int | None] | None:
   return out
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[Any, Any]:
-  """(config, model in eval mode) of a training workdir; UserError if it has none."""
-  config = training.read_config(workdir)
-  model = training.load_model(training.get_task(config), config, workdir, step)
-  return config, model
-
-
 def options_from_flags() -> dict[str, Any]:
   return dict(task=_TASK.value, melody=_MELODY.value, pitches=parse_pitches(_PITCHES.value),
               steps_per_note=_STEPS_PER_NOTE.value, num_steps=_NUM_STEPS.value,
@@ -84,16 +89,55 @@ def options_from_flags() -> dict[str, Any]:
               programs=_PROGRAMS.value, qpm=_QPM.value, seed=_SEED.value)
 
 
+def _generate_with_main(config: Any, options: dict[str, Any]) -> list[str]:
+  """PianoNet and MusicVAE load their own checkpoint; MIDI out, WAV/PNG rendered here."""
+  workdir, step, out_dir = _WORKDIR.value, _STEP.value, options['out_dir']
+  if config.task == 'pianonet':
+    from pianonet import generate as pianonet_generate  # pylint: disable=g-import-not-at-top
+    paths = pianonet_generate.generate_main(
+        config, workdir, seed_midi=options['melody'], seconds=_SECONDS.value, out_dir=out_dir,
+        temperature=options['temperature'], num_samples=options['num_samples'],
+        rng_seed=options['seed'], step=step)
+  else:
+    from musicvae import sample as musicvae_sample  # pylint: disable=g-import-not-at-top
+    paths = musicvae_sample.generate_main(
+        config, workdir, task=options['task'] or 'sample', inputs=_INPUTS.value, out_dir=out_dir,
+        num_samples=options['num_samples'], temperature=options['temperature'],
+        rng_seed=options['seed'], step=step, attribute=_ATTRIBUTE.value,
+        attribute_scale=_ATTRIBUTE_SCALE.value)
+  return paths + _render(paths, wav=options['wav'], png=options['png'])
+
+
+def _render(midi_paths: list[str], *, wav: bool, png: bool) -> list[str]:
+  from common import midi, render  # pylint: disable=g-import-not-at-top
+  written = []
+  for path in midi_paths:
+    stem = os.path.splitext(path)[0]
+    if wav or png:
+      seq = midi.read_midi(path)
+    if wav:
+      render.render_wav(seq, stem + '.wav')
+      written.append(stem + '.wav')
+    if png:
+      render.piano_roll_png(seq, stem + '.png', title=os.path.basename(stem))
+      written.append(stem + '.png')
+  return written
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
   options = options_from_flags()  # parse flags before the (slow) checkpoint load
-  config, model = load_run(_WORKDIR.value, _STEP.value)
-  sampler = importlib.import_module(f'{config.task}.sample')
-  if not hasattr(sampler, 'generate_from_flags'):
-    raise UserError(f'{config.task} has no command-line generation ({config.task}/sample.py '
-                    'defines no generate_from_flags)')
-  for path in sampler.generate_from_flags(model, config, options):
+  config = training.read_config(_WORKDIR.value)
+  if config.task in ('pianonet', 'musicvae'):
+    paths = _generate_with_main(config, options)
+  else:
+    model = training.load_model(training.get_task(config), config, _WORKDIR.value, _STEP.value)
+    sampler = importlib.import_module(f'{config.task}.sample')
+    if not hasattr(sampler, 'generate_from_flags'):
+      raise UserError(f'{config.task} has no command-line generation')
+    paths = sampler.generate_from_flags(model, config, options)
+  for path in paths:
     print(path)
 
 
