@@ -25,7 +25,9 @@ def register(name: str) -> Callable:
 
 def all_benchmarks() -> dict[str, Callable[..., list[dict]]]:
   # Importing the model benchmark modules fills the registry.
-  from experiments import bench_coconet  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  from experiments import bench_coconet  # noqa: F401
+  from experiments import bench_data  # noqa: F401
   return dict(_REGISTRY)
 
 

@@ -41,7 +41,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.variant = variant
   c.dataset = 'maestro'
   c.data_dir = ''            # '' -> common.datasets.default_data_dir(dataset)
-  c.cache_dir = '~/.cache/musicgen_jax/pianonet'   # encoded sequences; '' disables the cache
+  c.cache_dir = '~/.cache/musicgen/pianonet'   # encoded sequences; '' disables the cache
   c.max_songs = 0            # 0 = all songs of the split
   c.seed = 0
   # Encoding.
