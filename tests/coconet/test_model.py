@@ -48,7 +48,7 @@ def test_layer_plan():
     model_lib.Coconet(num_layers=3, num_filters=8, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize('dilation', [(1, 1), (2, 2), (16, 32)])
+@pytest.mark.parametrize('dilation', [(1, 1), (2, 2), (8, 8), (16, 32)])  # padded and windowed
 def test_depthwise_conv_equals_grouped_conv(dilation):
   he_normal = nnx.initializers.he_normal()
   dw = model_lib.DepthwiseConv(8, (3, 3), dilation=dilation, kernel_init=he_normal,
@@ -58,6 +58,40 @@ def test_depthwise_conv_equals_grouped_conv(dilation):
   grouped.kernel[...] = dw.kernel[...]
   x = jax.random.normal(jax.random.key(0), (2, 9, 46, 8))
   np.testing.assert_allclose(dw(x), grouped(x), rtol=1e-5, atol=1e-5)
+  # Both tap strategies, values and gradients (the windowed one is differentiated through
+  # scatter-adds).
+  np.testing.assert_allclose(dw._padded_taps(x), dw._windowed_taps(x), rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(1), x.shape)
+  grads = [nnx.grad(lambda m, x: jnp.sum(f(m)(x) * cotangent), argnums=(0, 1))(dw, x)
+           for f in (lambda m: m._padded_taps, lambda m: m._windowed_taps)]
+  np.testing.assert_allclose(grads[0][0].kernel[...], grads[1][0].kernel[...], rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernel,dilation,channels', [((3, 3), (1, 1), (5, 7)),
+                                                      ((3, 3), (2, 4), (6, 6)),
+                                                      ((2, 2), (1, 1), (6, 3)),
+                                                      ((1, 1), (1, 1), (4, 5))])
+def test_conv_same_fast_gradient_equals_autodiff(kernel, dilation, channels):
+  """conv_same's hand-written kernel gradient equals XLA's autodiff of the same convolution."""
+  cin, cout = channels
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, 9, 13, cin))
+  w = jax.random.normal(kk, (*kernel, cin, cout))
+  cotangent = jax.random.normal(kg, (2, 9, 13, cout))
+
+  def plain(x, w):  # what nnx.Conv(padding='SAME', kernel_dilation=...) computes
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', rhs_dilation=dilation,
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jnp.sum(y * cotangent)
+
+  def fast(x, w):
+    return jnp.sum(model_lib.conv_same(x, w, dilation) * cotangent)
+
+  np.testing.assert_allclose(fast(x, w), plain(x, w), rtol=1e-5)
+  for got, want in zip(jax.grad(fast, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_hidden_notes_do_not_leak():
