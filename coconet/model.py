@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import functools
 
 from flax import nnx
 import jax
@@ -52,47 +51,11 @@ def _conv_forward(x_BTPC, kernel_HWIO, dilation):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_same(x_BTPC: jax.Array, kernel_HWIO: jax.Array, dilation: tuple[int, int]) -> jax.Array:
-  """SAME-padded, stride-1, (dilated) 2-D convolution, channels last, with a faster backward.
-
-  The value and the input gradient are XLA's. The kernel gradient is computed as one matrix
-  product per kernel tap, shifted_input^T @ output_grad, which XLA's CPU backend runs at GEMM
-  speed: its own kernel-gradient convolution ran 2.6-3.5x slower than the forward convolution on
-  the paper's shapes and made the backward pass dominate a train step.
-  """
-  return _conv_forward(x_BTPC, kernel_HWIO, dilation)
-
-
-def _conv_same_fwd(x_BTPC, kernel_HWIO, dilation):
-  return _conv_forward(x_BTPC, kernel_HWIO, dilation), (x_BTPC, kernel_HWIO)
-
-
-def _conv_same_bwd(dilation, residuals, grad_BTPO):
-  x_BTPC, kernel_HWIO = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv_forward(x, kernel_HWIO, dilation), x_BTPC)
-  (grad_x,) = input_vjp(grad_BTPO)
-  kh, kw = kernel_HWIO.shape[:2]
-  dt, dp = dilation
-  steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-  x_pad = jnp.pad(x_BTPC, [(0, 0), *_same_pads((kh, kw), dilation), (0, 0)])
-  taps = []
-  for a in range(kh):
-    for b in range(kw):
-      shifted = x_pad[:, a * dt:a * dt + steps, b * dp:b * dp + pitches, :]
-      # Contract batch, time and pitch: (C, O) for this tap.
-      taps.append(jnp.einsum('btpc,btpo->co', shifted, grad_BTPO,
-                             preferred_element_type=kernel_HWIO.dtype))
-  grad_kernel = jnp.stack(taps).reshape(kernel_HWIO.shape)
-  return grad_x, grad_kernel
-
-
-conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
 class Conv(nnx.Module):
   """A bias-free SAME conv with nnx.Conv's parameter layout (kernel (kh, kw, in, out)), so
-  checkpoints of either load into the other, and conv_same's faster kernel gradient."""
+  checkpoints of either load into the other; 1x1 kernels run as a matrix product."""
 
   def __init__(self, in_features: int, out_features: int, kernel: tuple[int, int], *,
                dilation: tuple[int, int] = (1, 1), kernel_init, rngs: nnx.Rngs):
@@ -100,7 +63,7 @@ class Conv(nnx.Module):
     self.dilation = tuple(dilation)
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
-    return conv_same(x_BTPC, self.kernel[...], self.dilation)
+    return _conv_forward(x_BTPC, self.kernel[...], self.dilation)
 
 
 # Above this ratio of padded to unpadded (time x pitch) area, DepthwiseConv adds each tap into

@@ -59,6 +59,21 @@ def _markdown(results: list[dict], machine: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _merge_with_earlier(path: str, results: list[dict], machine: str) -> list[dict]:
+  """This run's results plus the earlier file's results for benchmarks not rerun (same machine
+  and jax only), so `--only=x` updates part of the table instead of dropping the rest."""
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+  except (OSError, ValueError):
+    return results
+  if earlier.get('machine') != machine or earlier.get('jax') != jax.__version__:
+    return results
+  fresh = {r['name'] for r in results}
+  kept = [r for r in earlier.get('results', []) if r.get('name') not in fresh]
+  return sorted(kept + results, key=lambda r: r['name'])
+
+
 def main(argv: list[str]) -> None:
   del argv
   benchmarks: dict[str, Callable] = registry.all_benchmarks()
@@ -72,11 +87,13 @@ def main(argv: list[str]) -> None:
   for name in selected:
     start = time.perf_counter()
     for result in benchmarks[name](repeats=_REPEATS.value, warmup=_WARMUP.value):
+      result['date'] = time.strftime('%Y-%m-%d')
       results.append(result)
       print(f'{result["name"]}: {result["seconds"] * 1e3:.2f} ms  {result.get("throughput", "")}'
             f'  {result.get("gflops_per_s") or 0:.0f} GFLOP/s', flush=True)
     logging.info('%s done in %.0f s', name, time.perf_counter() - start)
   os.makedirs(_OUT.value, exist_ok=True)
+  results = _merge_with_earlier(os.path.join(_OUT.value, 'results.json'), results, machine)
   payload = {'machine': machine, 'jax': jax.__version__, 'results': results}
   for filename, text in (('results.json', json.dumps(payload, indent=2)),
                          ('results.md', _markdown(results, machine))):

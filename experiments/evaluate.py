@@ -3,6 +3,7 @@ r"""Evaluates a trained model on a data split: loads --workdir's config.json and
   python -m experiments.evaluate --workdir=runs/coconet_small --split=test
   python -m experiments.evaluate --workdir=runs/coconet_small --split=test --units=note \
       --orders=chronological,random --ensemble_size=5 --max_pieces=10 --crop_len=64
+  python -m experiments.evaluate --workdir=runs/pianonet_small --split=valid --num_samples=4
 
 Dispatch: `<config.task>/evaluate.py` provides `evaluate_from_flags(model, config, options: dict)
 -> dict` (it prints its own table); `options` holds this file's flag values by name.
@@ -36,6 +37,11 @@ _BN_BATCHES = flags.DEFINE_integer(
     'evaluating (0 = keep the moving averages).')
 _CHUNK = flags.DEFINE_integer('chunk_size', 32, 'Chain-rule steps per forward batch.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed (orderings, batch-norm batches).')
+_NUM_WINDOWS = flags.DEFINE_integer('num_windows', 256,
+                                    'pianonet: evenly spaced evaluation windows.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 4,
+                                    'pianonet: continuations generated for the key-down rate.')
+_SECONDS = flags.DEFINE_float('seconds', 10.0, 'pianonet: seconds per generated continuation.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -51,7 +57,8 @@ def main(argv: list[str]) -> None:
   options = dict(split=_SPLIT.value, data_dir=_DATA_DIR.value, units=_UNITS.value,
                  orders=_ORDERS.value, ensemble_size=_ENSEMBLE.value, max_pieces=_MAX_PIECES.value,
                  crop_len=_CROP_LEN.value, bn_batches=_BN_BATCHES.value, chunk_size=_CHUNK.value,
-                 seed=_SEED.value)
+                 seed=_SEED.value, num_windows=_NUM_WINDOWS.value,
+                 num_samples=_NUM_SAMPLES.value, seconds=_SECONDS.value)
   results = evaluator.evaluate_from_flags(model, config, options)
   if _OUTPUT.value:
     tmp = _OUTPUT.value + '.tmp'

@@ -73,25 +73,25 @@ def test_depthwise_conv_equals_grouped_conv(dilation):
                                                       ((3, 3), (2, 4), (6, 6)),
                                                       ((2, 2), (1, 1), (6, 3)),
                                                       ((1, 1), (1, 1), (4, 5))])
-def test_conv_same_fast_gradient_equals_autodiff(kernel, dilation, channels):
-  """conv_same's hand-written kernel gradient equals XLA's autodiff of the same convolution."""
+def test_conv_equals_nnx_conv_values_and_gradients(kernel, dilation, channels):
+  """Conv (1x1 as a matrix product, XLA's SAME padding) computes what nnx.Conv computes."""
   cin, cout = channels
-  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (2, 9, 13, cin))
-  w = jax.random.normal(kk, (*kernel, cin, cout))
-  cotangent = jax.random.normal(kg, (2, 9, 13, cout))
+  ours = model_lib.Conv(cin, cout, kernel, dilation=dilation,
+                        kernel_init=nnx.initializers.he_normal(), rngs=nnx.Rngs(0))
+  reference = nnx.Conv(cin, cout, kernel, padding='SAME', kernel_dilation=dilation,
+                       use_bias=False, rngs=nnx.Rngs(1))
+  reference.kernel[...] = ours.kernel[...]
+  x = jax.random.normal(jax.random.key(0), (2, 9, 13, cin))
+  cotangent = jax.random.normal(jax.random.key(1), (2, 9, 13, cout))
 
-  def plain(x, w):  # what nnx.Conv(padding='SAME', kernel_dilation=...) computes
-    y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', rhs_dilation=dilation,
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return jnp.sum(y * cotangent)
+  def loss(module, x):
+    return jnp.sum(module(x) * cotangent)
 
-  def fast(x, w):
-    return jnp.sum(model_lib.conv_same(x, w, dilation) * cotangent)
-
-  np.testing.assert_allclose(fast(x, w), plain(x, w), rtol=1e-5)
-  for got, want in zip(jax.grad(fast, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+  (ours_grad, ours_x), (ref_grad, ref_x) = (nnx.grad(loss, argnums=(0, 1))(m, x)
+                                            for m in (ours, reference))
+  np.testing.assert_allclose(ours_grad.kernel[...], ref_grad.kernel[...], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ours_x, ref_x, rtol=1e-4, atol=1e-4)
 
 
 def test_hidden_notes_do_not_leak():

@@ -1,0 +1,85 @@
+"""PianoNet generation speed: Fast-WaveNet queues against the naive full recompute.
+
+The 'paper' model (4 blocks x 12 layers, 316k parameters, receptive field 16,381 key states) with
+random weights: speed does not depend on the weights. Real time at 72 keys x 48 steps/s is
+1 / 3456 s = 0.29 ms per key state. On the project's 2-core CPU (from the PianoNet issue) the
+original's numpy queue code takes 0.347 ms per key state (1.2 s of compute per second of music,
+1.4 s counting the queue fill) and its naive path 148 ms per key state.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+import jax
+import numpy as np
+
+from experiments import benchmarks as bench
+from pianonet import configs
+from pianonet import generate
+from pianonet import model as model_lib
+
+_GENERATED_SECONDS = 2.0   # music generated per timed fast call
+_NAIVE_KEY_STATES = 16     # key states per timed naive call (each is a full receptive-field pass)
+
+
+def _paper_model_and_rate():
+  config = configs.get_config('paper')
+  model = model_lib.build_model(config, nnx.Rngs(0))
+  key_states_per_second = config.num_keys * config.steps_per_second
+  return model, config, key_states_per_second
+
+
+def _seed(config, num_streams: int, full: bool) -> np.ndarray:
+  """Random key states (down rate 4%) per stream: a full receptive field, or one state (then the
+  queues start empty and nothing is filled)."""
+  length = generate.seed_length(model_lib.receptive_field(config.model), config.num_keys)
+  rng = np.random.default_rng(0)
+  return (rng.random((num_streams, length if full else 1)) < 0.04).astype(np.uint8)
+
+
+def _timed(fn, model, seed, num_steps: int, *, repeats: int, warmup: int) -> float:
+  key = jax.random.key(0)
+  return bench.median_seconds(lambda: bench.block(fn(model, seed, num_steps, key)),
+                              repeats=repeats, warmup=warmup)
+
+
+def _fast_result(name: str, model, config, streams: int, rate: float, *, repeats: int,
+                 warmup: int, original: str = '') -> dict:
+  """Steady-state stepping (empty queues) and, separately, the queue fill from a full seed."""
+  num_steps = int(_GENERATED_SECONDS * rate)
+  stepping = _timed(generate.generate_fast, model, _seed(config, streams, False), num_steps,
+                    repeats=repeats, warmup=warmup)
+  with_fill = _timed(generate.generate_fast, model, _seed(config, streams, True), num_steps,
+                     repeats=repeats, warmup=warmup)
+  ms_per_state = stepping / num_steps * 1e3
+  compute_per_music = stepping / _GENERATED_SECONDS
+  return bench.result(
+      name, stepping, original=original,
+      throughput=(f'{ms_per_state:.4f} ms/key state per stream step; '
+                  f'{streams * _GENERATED_SECONDS / stepping:.1f} stream-s of music per s'),
+      note=(f'{streams} stream(s) x {_GENERATED_SECONDS:g} s of music ({num_steps} key states): '
+            f'{compute_per_music:.3f} s of compute per s of music, {(1e3 / rate) / ms_per_state:.1f}x'
+            f' real time per stream step; {with_fill:.2f} s with the queue fill from a '
+            f'{model_lib.receptive_field(config.model)}-state seed'),
+      ms_per_key_state=ms_per_state, seconds_with_fill=with_fill)
+
+
+@bench.register('pianonet/paper')
+def paper(repeats: int, warmup: int) -> list[dict]:
+  model, config, rate = _paper_model_and_rate()
+  one = _fast_result('pianonet/paper/fast_1_stream', model, config, 1, rate, repeats=repeats,
+                     warmup=warmup, original='0.347 ms/key state; 1.2 s (1.4 s with fill) per s')
+  many = _fast_result('pianonet/paper/fast_64_streams', model, config, 64, rate,
+                      repeats=repeats, warmup=warmup)
+  many['note'] += f'; {one["seconds"] * 64 / many["seconds"]:.1f}x the one-stream rate'
+
+  naive = _timed(generate.generate_naive, model, _seed(config, 1, True), _NAIVE_KEY_STATES,
+                 repeats=min(repeats, 3), warmup=min(warmup, 1))
+  naive_ms = naive / _NAIVE_KEY_STATES * 1e3
+  naive_result = bench.result(
+      'pianonet/paper/naive_1_stream', naive, original='148 ms/key state',
+      throughput=f'{naive_ms:.1f} ms/key state',
+      note=(f'{_NAIVE_KEY_STATES} key states, each a full pass over the receptive field; '
+            f'fast is {naive_ms / one["ms_per_key_state"]:.0f}x faster'),
+      ms_per_key_state=naive_ms)
+  return [one, many, naive_result]

@@ -1,0 +1,29 @@
+"""experiments/benchmark.py keeps earlier results of benchmarks that a run did not repeat."""
+
+import json
+
+import jax
+
+from experiments import benchmark
+
+
+def _write(path, machine, names):
+  payload = {'machine': machine, 'jax': jax.__version__,
+             'results': [{'name': n, 'seconds': 1.0} for n in names]}
+  path.write_text(json.dumps(payload))
+
+
+def test_rerun_replaces_its_own_results_and_keeps_the_rest(tmp_path):
+  path = tmp_path / 'results.json'
+  _write(path, 'cpu x', ['a/1', 'b/1', 'b/2'])
+  merged = benchmark._merge_with_earlier(str(path), [{'name': 'b/1', 'seconds': 2.0}], 'cpu x')
+  assert [(r['name'], r['seconds']) for r in merged] == [('a/1', 1.0), ('b/1', 2.0),
+                                                          ('b/2', 1.0)]
+
+
+def test_other_machine_or_missing_file_keeps_only_this_run(tmp_path):
+  path = tmp_path / 'results.json'
+  fresh = [{'name': 'b/1', 'seconds': 2.0}]
+  assert benchmark._merge_with_earlier(str(path), fresh, 'cpu x') == fresh
+  _write(path, 'cpu y', ['a/1'])
+  assert benchmark._merge_with_earlier(str(path), fresh, 'cpu x') == fresh
