@@ -27,6 +27,8 @@ evaluations without improvement" is not reproduced (the shared loop has no plate
 import ml_collections
 from ml_collections import config_dict
 
+from common.errors import UserError
+
 VARIANTS = ('tiny', 'small', 'doodle', 'paper')
 
 
@@ -114,5 +116,5 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   elif variant == 'paper':
     pass  # the _base values are the paper's
   else:
-    raise ValueError(f'unknown coconet config {variant!r}; choose one of {", ".join(VARIANTS)}')
+    raise UserError(f'unknown coconet config {variant!r}; choose one of {", ".join(VARIANTS)}')
   return config

@@ -27,3 +27,15 @@ def test_other_machine_or_missing_file_keeps_only_this_run(tmp_path):
   assert benchmark._merge_with_earlier(str(path), fresh, 'cpu x') == fresh
   _write(path, 'cpu y', ['a/1'])
   assert benchmark._merge_with_earlier(str(path), fresh, 'cpu x') == fresh
+
+
+def test_musicvae_hand_counted_flops_match_the_originals_figure():
+  """mel_2bar_small at batch 512: ~180 GFLOP/s x 1.95 s = ~351 GFLOP per train step."""
+  from experiments import bench_musicvae
+  from musicvae import configs
+  config = configs.get_config('mel_2bar_small')
+  flops = bench_musicvae.analytic_flops(config, 512, encoder=True, decoder=True, train=True)
+  assert 340e9 < flops < 370e9
+  sample = bench_musicvae.analytic_flops(config, 512, encoder=False, decoder=True)
+  encode = bench_musicvae.analytic_flops(config, 512, encoder=True, decoder=False)
+  assert abs(3 * (sample + encode) - flops) < 1e3

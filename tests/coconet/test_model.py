@@ -7,6 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from common.errors import UserError
+
 from coconet import configs
 from coconet import data
 from coconet import model as model_lib
@@ -132,5 +134,5 @@ def test_configs_build(variant):
   assert config.dataset == ('bach_music21' if variant == 'tiny' else 'jsb')
   model = nnx.eval_shape(lambda: model_lib.build_model(config.model, nnx.Rngs(0)))
   assert len(model.layers) == config.model.num_layers
-  with pytest.raises(ValueError):
+  with pytest.raises(UserError, match='tiny, small, doodle, paper'):
     configs.get_config('huge')

@@ -1,0 +1,158 @@
+"""MusicVAE benchmarks: train steps, sampling and encoding for mel_2bar_small and the 16-bar
+hierarchical melody model.
+
+The original TensorFlow code's figures on the project's 2-core CPU (from the MusicVAE issue):
+mel_2bar_small 1.95 s per train step at batch 512 (~180 GFLOP/s), 0.416 s at batch 64, 0.076 s to
+sample 64, 0.104 s to encode 64; hierdec-mel_16bar samples 64 in 3.73 s, encodes 64 in 25.6 s, and
+its batch-64 training does not fit in 24 GiB.
+"""
+
+from __future__ import annotations
+
+import resource
+
+from flax import nnx
+import jax
+import numpy as np
+
+from common import sharding
+from common import training
+from experiments import benchmarks as bench
+from musicvae import configs
+from musicvae import data
+from musicvae import sample as sample_lib
+from musicvae import train as musicvae_train
+
+NUM_EXAMPLES = 64
+
+
+# XLA's cost analysis counts a lax.scan body once, whatever its trip count, so it under-counts an
+# LSTM by the sequence length. FLOPs here are counted by hand instead: 2 per weight per use (one
+# multiply-add), which is what the original's ~180 GFLOP/s figure counts too (~351 GFLOP per
+# batch-512 step); biases and gate nonlinearities are left out.
+
+
+def _encoder_weights(config) -> int:
+  enc = musicvae_train.encoding_from_config(config)
+  return 2 * configs.lstm_params(sum(enc.vocab_sizes), config.model.encoder_sizes)  # 2 directions
+
+
+def _decoder_weights_per_step(config) -> int:
+  enc = musicvae_train.encoding_from_config(config)
+  m = config.model
+  if m.get('conductor_sizes'):
+    cond = m.conductor_sizes[-1]
+    return sum(configs.lstm_params(v + cond, m.decoder_sizes) + m.decoder_sizes[-1] * v
+               for v in enc.vocab_sizes)
+  vocab = sum(enc.vocab_sizes)
+  return configs.lstm_params(vocab + m.z_dim, m.decoder_sizes) + m.decoder_sizes[-1] * vocab
+
+
+def _conductor_weights(config) -> int:
+  sizes = config.model.get('conductor_sizes')
+  return configs.lstm_params(1, sizes) if sizes else 0
+
+
+def analytic_flops(config, batch_size: int, *, encoder: bool, decoder: bool,
+                   train: bool = False) -> float:
+  """2 x weights used per step x steps x batch (x3 for a training step's forward + backward)."""
+  enc = musicvae_train.encoding_from_config(config)
+  per_example = 0
+  if encoder:
+    per_example += _encoder_weights(config) * enc.num_steps
+  if decoder:
+    per_example += (_decoder_weights_per_step(config) * enc.num_steps +
+                    _conductor_weights(config) * enc.num_bars)
+  return 2.0 * per_example * batch_size * (3 if train else 1)
+
+
+def _random_tokens(config, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+  enc = musicvae_train.encoding_from_config(config)
+  columns = [rng.integers(0, v, size=(batch_size, enc.num_steps)) for v in enc.vocab_sizes]
+  return np.stack(columns, axis=-1).astype(np.int32)
+
+
+def train_step_result(name: str, config, batch_size: int, *, repeats: int, warmup: int,
+                      original: str = '', note: str = '') -> dict:
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch_size
+  mesh = sharding.make_mesh(1)
+  setup = training.setup_training(musicvae_train.get_task(config), config, mesh)
+  batch = sharding.global_batch(
+      {'tokens': _random_tokens(config, batch_size, np.random.default_rng(0))}, mesh)
+  flops = analytic_flops(config, batch_size, encoder=True, decoder=True, train=True)
+  holder = {'state': setup.state}
+
+  def call():
+    holder['state'], metrics = setup.train_step(holder['state'], batch)
+    bench.block(metrics)
+
+  seconds = bench.median_seconds(call, repeats=repeats, warmup=warmup)
+  return bench.result(name, seconds, flops=flops, original=original,
+                      throughput=f'{batch_size / seconds:.0f} examples/s',
+                      note=f'batch {batch_size}{note}')
+
+
+def _model(config):
+  model = musicvae_train.build_model(config, nnx.Rngs(0))
+  model.eval()
+  return model
+
+
+def sample_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
+  """NUM_EXAMPLES sequences from z ~ N(0, I), decoded to NoteSequences."""
+  model = _model(config)
+  enc = musicvae_train.encoding_from_config(config)
+  key = jax.random.key(0)
+  seconds = bench.median_seconds(lambda: sample_lib.sample(model, NUM_EXAMPLES, key, enc),
+                                 repeats=repeats, warmup=warmup)
+  flops = analytic_flops(config, NUM_EXAMPLES, encoder=False, decoder=True)
+  return bench.result(name, seconds, flops=flops, original=original,
+                      throughput=f'{NUM_EXAMPLES / seconds:.0f} sequences/s',
+                      note=f'{NUM_EXAMPLES} x {enc.num_steps} steps, to NoteSequences')
+
+
+def encode_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
+  """NUM_EXAMPLES melodies from NoteSequences (slice extraction included) to z."""
+  model = _model(config)
+  enc = musicvae_train.encoding_from_config(config)
+  seqs = data.synthetic_melodies(NUM_EXAMPLES, num_bars=enc.num_bars, seed=0)
+  seconds = bench.median_seconds(lambda: sample_lib.encode(model, seqs, enc),
+                                 repeats=repeats, warmup=warmup)
+  flops = analytic_flops(config, NUM_EXAMPLES, encoder=True, decoder=False)
+  return bench.result(name, seconds, flops=flops, original=original,
+                      throughput=f'{NUM_EXAMPLES / seconds:.0f} sequences/s',
+                      note=f'{NUM_EXAMPLES} NoteSequences of {enc.num_bars} bars')
+
+
+@bench.register('musicvae/mel_2bar_small')
+def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
+  config = configs.get_config('mel_2bar_small')
+  return [
+      train_step_result('musicvae/mel_2bar_small/train_step_b512', config, 512, repeats=repeats,
+                        warmup=warmup, original='1.95 s (~180 GFLOP/s)'),
+      train_step_result('musicvae/mel_2bar_small/train_step_b64', config, 64, repeats=repeats,
+                        warmup=warmup, original='0.416 s'),
+      sample_result('musicvae/mel_2bar_small/sample64', config, repeats=repeats, warmup=warmup,
+                    original='0.076 s'),
+      encode_result('musicvae/mel_2bar_small/encode64', config, repeats=repeats, warmup=warmup,
+                    original='0.104 s'),
+  ]
+
+
+@bench.register('musicvae/mel_16bar_hier')
+def mel_16bar_hier(repeats: int, warmup: int) -> list[dict]:
+  config = configs.get_config('mel_16bar_hier')
+  repeats, warmup = min(repeats, 3), min(warmup, 1)
+  results = [
+      sample_result('musicvae/mel_16bar_hier/sample64', config, repeats=repeats, warmup=warmup,
+                    original='3.73 s'),
+      encode_result('musicvae/mel_16bar_hier/encode64', config, repeats=repeats, warmup=warmup,
+                    original='25.6 s'),
+  ]
+  train = train_step_result('musicvae/mel_16bar_hier/train_step_b64', config, 64,
+                            repeats=repeats, warmup=warmup,
+                            original='does not fit in 24 GiB')
+  peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  train['note'] += f'; peak resident memory of the benchmark process {peak_gib:.1f} GiB'
+  return results + [train]
