@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -49,8 +48,6 @@ def _conv_forward(x_BTPC, kernel_HWIO, dilation):
       x_BTPC, kernel_HWIO, window_strides=(1, 1),
       padding=_same_pads(kernel_HWIO.shape[:2], dilation), rhs_dilation=dilation,
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
 
 
 class Conv(nnx.Module):
