@@ -351,22 +351,40 @@ def _log_train(writer: _MetricsWriter, step: int, metrics: dict[str, float], win
 
 def _evaluate(task: TrainTask, config: ml_collections.ConfigDict, eval_step: Callable,
               state: dict, mesh: jax.sharding.Mesh, writer: _MetricsWriter, step: int) -> dict:
-  totals: dict[str, float] = {}
   rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-  for i, local_batch in enumerate(
-      task.eval_batches(config, jax.process_index(), jax.process_count())):
-    sums = _to_host(eval_step(state, sharding.global_batch(local_batch, mesh),
-                              jax.random.fold_in(rng, i)))
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + v
-  weight = totals.pop('_weight', 0.0)
-  if weight == 0:
+  means = _weighted_means(
+      _to_host(eval_step(state, sharding.global_batch(local_batch, mesh),
+                         jax.random.fold_in(rng, i)))
+      for i, local_batch in enumerate(
+          task.eval_batches(config, jax.process_index(), jax.process_count())))
+  if not means:
     logging.warning('step %d: the eval split is empty; skipped evaluation', step)
     return {}
-  means = {k: v / weight for k, v in totals.items()}
   logging.info('eval at step %d | %s', step, ' '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
   writer.write(step, 'eval', means)
   return means
+
+
+def _weighted_means(batch_sums: Iterable[dict[str, float]]) -> dict[str, float]:
+  """Means of _eval_step's weighted sums over batches ({} when no weight at all)."""
+  totals: dict[str, float] = {}
+  for sums in batch_sums:
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + v
+  weight = totals.pop('_weight', 0.0)
+  return {k: v / weight for k, v in totals.items()} if weight else {}
+
+
+def evaluate_model(eval_fn: Callable, model: nnx.Module, batches: Iterable[Batch],
+                   seed: int = 0) -> dict[str, float]:
+  """Weighted means of a task's eval_fn over host batches (with 'weight'), for a loaded model
+  in one process: what the training loop's periodic evaluation computes."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  eval_step = jax.jit(functools.partial(_eval_step, graphdef, eval_fn))
+  state = {'params': params, 'rest': rest}
+  rng = jax.random.key(seed)
+  return _weighted_means(_to_host(eval_step(state, batch, jax.random.fold_in(rng, i)))
+                         for i, batch in enumerate(batches))
 
 
 def _merge_eval(eval_graphdef: nnx.GraphDef, state: dict) -> nnx.Module:

@@ -17,8 +17,6 @@ from coconet import data
 from coconet import model as model_lib
 from coconet import sample as sample_lib
 from coconet import train as coconet_train
-from common import sharding
-from common import training
 from experiments import benchmarks as bench
 
 HARMONIZE_STEPS = 32  # 16th steps; Gibbs runs T*I = 128 steps after one independent pass: 129 passes
@@ -44,17 +42,9 @@ def _random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def train_step_result(name: str, config, *, repeats: int, warmup: int, original: str) -> dict:
-  mesh = sharding.make_mesh(1)
-  setup = training.setup_training(coconet_train.get_task(config), config, mesh)
-  batch = sharding.global_batch(_random_batch(config, np.random.default_rng(0)), mesh)
-  flops = bench.compiled_flops(setup.train_step, setup.state, batch)
-  holder = {'state': setup.state}
-
-  def call():
-    holder['state'], metrics = setup.train_step(holder['state'], batch)
-    bench.block(metrics)
-
-  seconds = bench.median_seconds(call, repeats=repeats, warmup=warmup)
+  seconds, flops = bench.time_train_step(
+      coconet_train.get_task(config), config, _random_batch(config, np.random.default_rng(0)),
+      repeats=repeats, warmup=warmup)
   return bench.result(name, seconds, flops=flops, original=original,
                       throughput=f'{config.batch_size / seconds:.1f} crops/s',
                       note=f'batch {config.batch_size}, crop {config.crop_len}')

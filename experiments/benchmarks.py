@@ -66,3 +66,23 @@ def result(name: str, seconds: float, *, flops: float | None = None, **extra) ->
   if flops:
     out['gflops_per_s'] = flops / seconds / 1e9
   return out
+
+
+def time_train_step(task: Any, config: Any, host_batch: dict, *, repeats: int, warmup: int,
+                    count_flops: bool = True) -> tuple[float, float | None]:
+  """Median seconds of the training loop's own jitted train step on one fixed batch (one device),
+  and XLA's FLOP count of it (None when count_flops is False or XLA does not say)."""
+  # pylint: disable=g-import-not-at-top
+  from common import sharding
+  from common import training
+  mesh = sharding.make_mesh(1)
+  setup = training.setup_training(task, config, mesh)
+  batch = sharding.global_batch(host_batch, mesh)
+  flops = compiled_flops(setup.train_step, setup.state, batch) if count_flops else None
+  holder = {'state': setup.state}
+
+  def call():
+    holder['state'], metrics = setup.train_step(holder['state'], batch)
+    block(metrics)
+
+  return median_seconds(call, repeats=repeats, warmup=warmup), flops

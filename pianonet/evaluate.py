@@ -15,7 +15,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from common import pipeline
+from common import training
 from common.errors import UserError
 from pianonet import data
 from pianonet import generate
@@ -32,21 +32,10 @@ def base_rate_bce(rate: float) -> float:
 def window_bce(model: nnx.Module, config: Any, seq: data.SongSequence, num_windows: int
                ) -> dict[str, float]:
   """Mean BCE (and the rest of the training metrics) over evenly spaced windows of a split."""
-  spec = train.window_spec(config)
-  ends = train.eval_window_ends(seq.num_steps, config.predicted_steps, num_windows)
-  eval_fn = nnx.jit(train.make_eval_fn(config))
-  batches = pipeline.make_eval_batches(
-      ends, lambda end: {'keys': data.window(seq.keys_N, end * spec.num_keys, spec.length)},
-      batch_size=config.batch_size, process_index=0, process_count=1)
-  totals: dict[str, float] = {}
-  weight = 0.0
-  for batch in batches:
-    metrics = eval_fn(model, batch, None)
-    w = float(np.sum(batch['weight']))
-    for name, value in metrics.items():
-      totals[name] = totals.get(name, 0.0) + float(value) * w
-    weight += w
-  return {name: value / weight for name, value in totals.items()} | {'windows': len(ends)}
+  metrics = training.evaluate_model(train.make_eval_fn(config), model,
+                                    train.window_batches(config, seq, num_windows))
+  num_ends = len(train.eval_window_ends(seq.num_steps, config.predicted_steps, num_windows))
+  return metrics | {'windows': num_ends}
 
 
 def generated_down_rate(model: nnx.Module, config: Any, seq: data.SongSequence, *,
@@ -78,11 +67,16 @@ def evaluate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any])
   """
   if options.get('data_dir'):
     config.data_dir = options['data_dir']
+  num_windows = int(options.get('num_windows', 256))
+  num_samples = int(options.get('num_samples', 4))
+  seconds = float(options.get('seconds', 10.0))
+  if num_windows < 1 or num_samples < 1 or seconds <= 0:
+    raise UserError(f'pianonet evaluate: need --num_windows >= 1, --num_samples >= 1 and '
+                    f'--seconds > 0, got {num_windows}, {num_samples} and {seconds:g}.')
   split = options.get('split') or 'valid'
   seq = train.get_split(config, split)
   if seq.num_steps <= config.predicted_steps:
     raise UserError(f'pianonet evaluate: the {split} split is too short to evaluate.')
-  num_windows = int(options.get('num_windows') or 256)
   logging.info('pianonet evaluate: %d windows of %s/%s', num_windows, config.dataset, split)
   metrics = window_bce(model, config, seq, num_windows)
   data_rate = float(np.mean(seq.keys_N))
@@ -92,8 +86,7 @@ def evaluate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any])
       'base_rate_bce': base_rate_bce(window_rate),
       'data_down_rate': data_rate,
   }
-  results |= generated_down_rate(model, config, seq, num_samples=int(options.get('num_samples') or 4),
-                                 seconds=float(options.get('seconds') or 10.0),
+  results |= generated_down_rate(model, config, seq, num_samples=num_samples, seconds=seconds,
                                  seed=int(options.get('seed') or 0))
   print(f'pianonet {config.dataset} {split}: {results["windows"]} windows x '
         f'{config.predicted_steps} predicted steps')

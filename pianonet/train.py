@@ -110,14 +110,20 @@ def train_iterator(config: ml_collections.ConfigDict, process_index: int, proces
                                       process_count=process_count)
 
 
-def eval_batches(config: ml_collections.ConfigDict, process_index: int, process_count: int
-                 ) -> Iterator[Batch]:
-  seq = get_split(config, 'valid')
+def window_batches(config: ml_collections.ConfigDict, seq: data.SongSequence, num_windows: int,
+                   process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """Batches of `num_windows` evenly spaced windows of a split (see eval_window_ends)."""
   spec = window_spec(config)
-  ends = eval_window_ends(seq.num_steps, config.predicted_steps, config.num_eval_windows)
+  ends = eval_window_ends(seq.num_steps, config.predicted_steps, num_windows)
   return pipeline.make_eval_batches(
       ends, lambda end: {'keys': data.window(seq.keys_N, end * spec.num_keys, spec.length)},
       batch_size=config.batch_size, process_index=process_index, process_count=process_count)
+
+
+def eval_batches(config: ml_collections.ConfigDict, process_index: int, process_count: int
+                 ) -> Iterator[Batch]:
+  return window_batches(config, get_split(config, 'valid'), config.num_eval_windows,
+                        process_index, process_count)
 
 
 def predictions(model: model_lib.PianoNet, keys_BW: jax.Array, spec: WindowSpec

@@ -39,3 +39,18 @@ def test_musicvae_hand_counted_flops_match_the_originals_figure():
   sample = bench_musicvae.analytic_flops(config, 512, encoder=False, decoder=True)
   encode = bench_musicvae.analytic_flops(config, 512, encoder=True, decoder=False)
   assert abs(3 * (sample + encode) - flops) < 1e3
+
+
+def test_time_train_step_runs_the_loops_train_step_and_counts_flops():
+  import numpy as np
+  from coconet import configs
+  from coconet import train
+  from experiments import benchmarks
+  config = configs.get_config('tiny')
+  batch = {'pitch_index': np.zeros((config.batch_size, config.crop_len, 4), np.int32)}
+  seconds, flops = benchmarks.time_train_step(train.get_task(config), config, batch, repeats=2,
+                                              warmup=1)
+  assert seconds > 0 and flops > 0
+  _, no_flops = benchmarks.time_train_step(train.get_task(config), config, batch, repeats=1,
+                                           warmup=0, count_flops=False)
+  assert no_flops is None

@@ -35,3 +35,14 @@ def test_untrained_model_at_the_base_rate_scores_the_base_rate_bce(capsys):
   assert 0 <= results['generated_down_rate'] <= 1
   assert len(results['generated_down_rate_per_sample']) == 2
   assert 'base-rate BCE' in capsys.readouterr().out
+
+
+def test_bad_options_are_one_user_error_before_any_data_is_read():
+  import pytest
+  from common.errors import UserError
+  c = configs.get_config('tiny')
+  c.cache_dir = ''
+  model = model_lib.build_model(c, nnx.Rngs(0))
+  for bad in (dict(num_samples=0), dict(seconds=0.0), dict(num_windows=0)):
+    with pytest.raises(UserError, match='--num_samples >= 1'):
+      evaluate.evaluate_from_flags(model, c, dict(split='valid', **bad))
