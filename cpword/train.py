@@ -136,9 +136,25 @@ def tokenized_dataset(config: ml_collections.ConfigDict, split: str) -> tuple[np
                     d.get('chords', 'auto'), d.get('num_workers'))
 
 
-def _window_transform(seq_len: int):
+def starts_with_emotion(song: np.ndarray, vocab: tokens.Vocab) -> bool:
+  """Whether a song's first CP word (or REMI event) is an EMOPIA emotion token."""
+  if len(song) == 0:
+    return False
+  if song.ndim == 2:
+    return bool(song[0, tokens.F['type']] == tokens.TYPE_EMOTION)
+  start, _, count = vocab.remi_ranges['emotion']
+  return bool(start <= song[0] < start + count)
+
+
+def _window_transform(seq_len: int, vocab: tokens.Vocab):
   def transform(song: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    window = pipeline.random_crop(song, seq_len + 1, rng, pad_value=0)
+    if starts_with_emotion(song, vocab):
+      # Most windows start mid-song; keeping the emotion token first in every window lets the
+      # model learn the condition from all of them, not from the few that start at the top.
+      rest = pipeline.random_crop(song[1:], seq_len, rng, pad_value=0)
+      window = np.concatenate([song[:1], rest])
+    else:
+      window = pipeline.random_crop(song, seq_len + 1, rng, pad_value=0)
     return {'tokens': window.astype(np.int32)}
   return transform
 
@@ -159,7 +175,8 @@ def eval_windows(songs: tuple[np.ndarray, ...], seq_len: int, max_windows: int) 
 def train_iterator(config, process_index: int, process_count: int) -> Iterator[dict]:
   songs = tokenized_dataset(config, 'train')
   return pipeline.make_train_iterator(
-      songs, _window_transform(config.data.seq_len), batch_size=config.batch_size,
+      songs, _window_transform(config.data.seq_len, vocab_from_config(config)),
+      batch_size=config.batch_size,
       seed=config.seed, process_index=process_index, process_count=process_count)
 
 
@@ -176,17 +193,22 @@ def eval_batches(config, process_index: int, process_count: int):
 
 
 def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
-                  weight_B: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  weight_B: jax.Array | None = None, note_range: tuple[int, int] | None = None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(loss, metrics) of a batch of windows (B, T+1[, F]); target 0 = ignored.
 
   CP: loss = mean over the families present in the batch of their mean cross-entropy.
+  With `note_range` (see `note_onset_range`) the metrics also hold 'nll_per_window', the summed
+  cross-entropy of every predicted field or event, and 'notes_per_window', the number of note
+  targets, each averaged over the batch's (weighted) windows: sums per window, so that the
+  training loop's weighted means over batches stay exact and their ratio is nats per note.
   """
   if tokens_BT.ndim == 2:
     tokens_BT = tokens_BT[..., None]
   inputs_BTF, targets_BTF = tokens_BT[:, :-1], tokens_BT[:, 1:]
   logits = model(inputs_BTF, targets_BTF[..., 0])
   weight_B = jnp.ones(tokens_BT.shape[0]) if weight_B is None else weight_B
-  metrics, total, present = {}, 0.0, 0.0
+  metrics, total, present, nll = {}, 0.0, 0.0, 0.0
   for i, family in enumerate(model.families):
     target_BT = targets_BTF[..., i]
     mask_BT = (target_BT != tokens.IGNORE) * weight_B[:, None]
@@ -199,8 +221,16 @@ def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
     metrics[f'acc_{family.name}'] = jnp.sum(correct_BT * mask_BT) / jnp.maximum(count, 1.0)
     total += ce * (count > 0)
     present += (count > 0)
+    nll += jnp.sum(ce_BT * mask_BT)
   loss = total / jnp.maximum(present, 1.0)
   metrics['ce'] = loss
+  if note_range is not None:
+    first_BT = targets_BTF[..., 0]
+    is_note_BT = (first_BT >= note_range[0]) & (first_BT < note_range[1])
+    windows = jnp.sum(weight_B)
+    per_window = jnp.where(windows > 0, 1.0 / jnp.maximum(windows, 1e-9), 0.0)
+    metrics['nll_per_window'] = nll * per_window
+    metrics['notes_per_window'] = jnp.sum(is_note_BT * weight_B[:, None]) * per_window
   return loss, metrics
 
 
@@ -209,10 +239,25 @@ def loss_fn(model, batch, rng, step):
   return family_losses(model, jnp.asarray(batch['tokens']))
 
 
-def eval_fn(model, batch, rng):
-  del rng
-  _, metrics = family_losses(model, jnp.asarray(batch['tokens']), batch['weight'])
-  return metrics
+def note_onset_range(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """[lo, hi) of the first target field's values that start a note: the Note type of a CP word,
+  or the Pitch events of REMI (one per note in either representation)."""
+  if config.representation == 'remi':
+    start, _, count = vocab_from_config(config).remi_ranges['pitch']
+    return start, start + count
+  return tokens.TYPE_NOTE, tokens.TYPE_NOTE + 1
+
+
+def make_eval_fn(config: ml_collections.ConfigDict):
+  """eval_fn(model, batch, rng): per-family CE and accuracy, plus the per-window NLL and note
+  counts whose ratio is nats per note (comparable between CP and REMI)."""
+  notes = note_onset_range(config)
+
+  def eval_fn(model, batch, rng):
+    del rng
+    _, metrics = family_losses(model, jnp.asarray(batch['tokens']), batch['weight'], notes)
+    return metrics
+  return eval_fn
 
 
 def sample_hook(config: ml_collections.ConfigDict, model, step: int, workdir: str) -> None:
@@ -228,5 +273,5 @@ def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
   families(config)  # fail early on a bad representation
   return training.TrainTask(
       build_model=build_model, loss_fn=loss_fn, train_iterator=train_iterator,
-      eval_fn=eval_fn, eval_batches=eval_batches,
+      eval_fn=make_eval_fn(config), eval_batches=eval_batches,
       sample_hook=functools.partial(sample_hook, config))

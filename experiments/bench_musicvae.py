@@ -26,8 +26,11 @@ NUM_EXAMPLES = 64
 
 # XLA's cost analysis counts a lax.scan body once, whatever its trip count, so it under-counts an
 # LSTM by the sequence length. FLOPs here are counted by hand instead: 2 per weight per use (one
-# multiply-add), which is what the original's ~180 GFLOP/s figure counts too (~351 GFLOP per
-# batch-512 step); biases and gate nonlinearities are left out.
+# multiply-add); biases and gate nonlinearities are left out. The decoders' conditioning input (z
+# for the flat decoder, the conductor's c for the note decoders) is the same at every step of a
+# sequence or bar, so its share of the input transform runs once per sequence or bar, not per step
+# (the original computes it at every step: its ~180 GFLOP/s figure counts ~351 GFLOP per
+# batch-512 step, this count ~333).
 
 
 def _encoder_weights(config) -> int:
@@ -36,31 +39,39 @@ def _encoder_weights(config) -> int:
 
 
 def _decoder_weights_per_step(config) -> int:
+  """Weights used at every decoder step: previous-token input, recurrent, deeper layers, output."""
+  enc = musicvae_train.encoding_from_config(config)
+  sizes = config.model.decoder_sizes
+  if config.model.get('conductor_sizes'):
+    return sum(configs.lstm_params(v, sizes) + sizes[-1] * v for v in enc.vocab_sizes)
+  vocab = sum(enc.vocab_sizes)
+  return configs.lstm_params(vocab, sizes) + sizes[-1] * vocab
+
+
+def _decoder_weights_per_sequence(config) -> int:
+  """Weights used once per sequence (flat: z's input transform and the initial state) or once per
+  bar (hierarchical: the conductor step, c's input transforms and the note decoders' states)."""
   enc = musicvae_train.encoding_from_config(config)
   m = config.model
+  state = 2 * sum(m.decoder_sizes)
   if m.get('conductor_sizes'):
     cond = m.conductor_sizes[-1]
-    return sum(configs.lstm_params(v + cond, m.decoder_sizes) + m.decoder_sizes[-1] * v
-               for v in enc.vocab_sizes)
-  vocab = sum(enc.vocab_sizes)
-  return configs.lstm_params(vocab + m.z_dim, m.decoder_sizes) + m.decoder_sizes[-1] * vocab
-
-
-def _conductor_weights(config) -> int:
-  sizes = config.model.get('conductor_sizes')
-  return configs.lstm_params(1, sizes) if sizes else 0
+    per_bar = (configs.lstm_params(1, m.conductor_sizes) +
+               len(enc.vocab_sizes) * (cond * 4 * m.decoder_sizes[0] + cond * state))
+    return per_bar * enc.num_bars + m.z_dim * 2 * sum(m.conductor_sizes)
+  return m.z_dim * 4 * m.decoder_sizes[0] + m.z_dim * state
 
 
 def analytic_flops(config, batch_size: int, *, encoder: bool, decoder: bool,
                    train: bool = False) -> float:
-  """2 x weights used per step x steps x batch (x3 for a training step's forward + backward)."""
+  """2 x weights used x batch (x3 for a training step's forward + backward)."""
   enc = musicvae_train.encoding_from_config(config)
   per_example = 0
   if encoder:
     per_example += _encoder_weights(config) * enc.num_steps
   if decoder:
     per_example += (_decoder_weights_per_step(config) * enc.num_steps +
-                    _conductor_weights(config) * enc.num_bars)
+                    _decoder_weights_per_sequence(config))
   return 2.0 * per_example * batch_size * (3 if train else 1)
 
 

@@ -27,6 +27,7 @@ def all_benchmarks() -> dict[str, Callable[..., list[dict]]]:
   # Importing the model benchmark modules fills the registry.
   # pylint: disable=g-import-not-at-top,unused-import
   from experiments import bench_coconet  # noqa: F401
+  from experiments import bench_cpword  # noqa: F401
   from experiments import bench_data  # noqa: F401
   from experiments import bench_musicvae  # noqa: F401
   from experiments import bench_pianonet  # noqa: F401

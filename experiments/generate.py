@@ -10,6 +10,7 @@ r"""Generates music with a trained model: loads --workdir's config.json and late
   python -m experiments.generate --workdir=runs/musicvae_mel2 --task=interpolate \
       --inputs=a.mid,b.mid --num_samples=7 --png
   python -m experiments.generate --workdir=runs/cpword_small --num_samples=2 --num_steps=512
+  python -m experiments.generate --workdir=runs/cpword_emotion --emotion=Q1 --num_samples=2
 
 Dispatch: the run's config.task names the model package. Coconet and cpword provide
 `generate_from_flags(model, config, options: dict) -> list[str]` (the paths written) in
@@ -58,6 +59,9 @@ _PNG = flags.DEFINE_bool('png', False, 'Also write a piano-roll PNG.')
 _PROGRAMS = flags.DEFINE_string('programs', 'choir', 'Instruments: choir|piano|organ|strings|...')
 _QPM = flags.DEFINE_float('qpm', None, 'Tempo of the written MIDI in quarter notes per minute.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_EMOTION = flags.DEFINE_enum('emotion', None, ['Q1', 'Q2', 'Q3', 'Q4'],
+                             'cpword trained with emotion (configs.py:small,emotion): the EMOPIA '
+                             'quadrant to condition on (Q1 happy, Q2 tense, Q3 sad, Q4 calm).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -86,7 +90,8 @@ def options_from_flags() -> dict[str, Any]:
               out_dir=_OUT_DIR.value, num_samples=_NUM_SAMPLES.value,
               gibbs_steps=_GIBBS_STEPS.value, temperature=_TEMPERATURE.value,
               transpose=_TRANSPOSE.value, wav=_WAV.value, png=_PNG.value,
-              programs=_PROGRAMS.value, qpm=_QPM.value, seed=_SEED.value)
+              programs=_PROGRAMS.value, qpm=_QPM.value, seed=_SEED.value,
+              emotion=_EMOTION.value)
 
 
 def _generate_with_main(config: Any, options: dict[str, Any]) -> list[str]:
@@ -129,6 +134,9 @@ def main(argv: list[str]) -> None:
     raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
   options = options_from_flags()  # parse flags before the (slow) checkpoint load
   config = training.read_config(_WORKDIR.value)
+  if options['emotion'] and not (config.task == 'cpword' and config.data.get('emotion')):
+    raise UserError(f'--emotion needs a cpword run trained with emotion conditioning '
+                    f'(cpword/configs.py:small,emotion); {_WORKDIR.value} is not one')
   if config.task in ('pianonet', 'musicvae'):
     paths = _generate_with_main(config, options)
   else:

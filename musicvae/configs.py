@@ -23,6 +23,10 @@ Variants:
   trio_16bar_hier hierdec-trio_16bar: three note decoders (melody, bass, drums) under one
                   conductor, batch 256, 2 bars of silence allowed (as in the original code). No
                   shared data set holds trios: point data_dir at your own MIDI folder.
+  mel_16bar_hier_small, mel_16bar_flat_small
+                  CPU-sized 16-bar pair for the flat vs hierarchical comparison: z 128, BiLSTM 256,
+                  conductor 128, note decoder 128, batch 32; the flat decoder (2 layers) is as wide
+                  as it takes to match the hierarchical decoder's parameter count.
   drums_2bar      cat-drums_2bar_small on Groove: 9 drum classes as 512-way one-hot, free_bits 48.
 """
 
@@ -33,7 +37,7 @@ import ml_collections
 from common.errors import UserError
 
 VARIANTS = ('tiny', 'tiny_hier', 'mel_2bar_small', 'mel_16bar_hier', 'mel_16bar_flat',
-            'trio_16bar_hier', 'drums_2bar')
+            'mel_16bar_hier_small', 'mel_16bar_flat_small', 'trio_16bar_hier', 'drums_2bar')
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -161,6 +165,21 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
       c.batch_size = 256
       c.encoding.kind = 'trio'
       c.encoding.max_silence_bars = 2.0
+  elif variant in ('mel_16bar_hier_small', 'mel_16bar_flat_small'):
+    c.encoding.num_bars = 16
+    c.encoding.max_transpose = 0
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.max_eval_examples = 512
+    c.model.z_dim = 128
+    c.model.encoder_sizes = (256,)
+    c.model.conductor_sizes = (128,)
+    c.model.decoder_sizes = (128,)
+    c.loss.free_bits = 64.0
+    if variant == 'mel_16bar_flat_small':
+      target = hier_decoder_params(90, 128, (128,), (128,))
+      c.model.decoder_sizes = (matched_flat_width(target, 90, 128),) * 2
+      c.model.conductor_sizes = ()
   elif variant == 'drums_2bar':
     c.dataset = 'groove'
     c.encoding.kind = 'drums'

@@ -69,17 +69,40 @@ class StackedLSTM(nnx.Module):
       offset += 2 * s
     return tuple(state)
 
-  def step(self, state: LSTMState, x_BI: jax.Array) -> tuple[LSTMState, jax.Array]:
-    new_state, h_BH = [], x_BI
-    for cell, carry in zip(self.cells, state):
+  def input_projection(self, x_BI: jax.Array, rows: slice = slice(None)) -> jax.Array:
+    """The first layer's input transform x @ W_i[rows] (B, 4H). Projecting all steps at once (or a
+    constant part of the input once per sequence) outside the time loop turns many small
+    matmuls into one large one; `step_projected` then adds only the recurrent part per step."""
+    return x_BI @ self.cells[0].dense_i.kernel[rows]
+
+  def step_projected(self, state: LSTMState, projected_BG: jax.Array
+                     ) -> tuple[LSTMState, jax.Array]:
+    """One step given the first layer's input projection (B, 4H) instead of its input."""
+    carry, h_BH = _lstm_update(self.cells[0], state[0], projected_BG)
+    new_state = [carry]
+    for cell, carry in zip(self.cells[1:], state[1:]):
       carry, h_BH = cell(carry, h_BH)
       new_state.append(carry)
     return tuple(new_state), h_BH
 
+  def step(self, state: LSTMState, x_BI: jax.Array) -> tuple[LSTMState, jax.Array]:
+    return self.step_projected(state, self.input_projection(x_BI))
+
   def scan(self, state: LSTMState, x_BTI: jax.Array, reverse: bool = False
            ) -> tuple[LSTMState, jax.Array]:
-    state, y_TBH = jax.lax.scan(self.step, state, jnp.swapaxes(x_BTI, 0, 1), reverse=reverse)
+    projected_TBG = self.input_projection(jnp.swapaxes(x_BTI, 0, 1))
+    state, y_TBH = jax.lax.scan(self.step_projected, state, projected_TBG, reverse=reverse)
     return state, jnp.swapaxes(y_TBH, 0, 1)
+
+
+def _lstm_update(cell: nnx.OptimizedLSTMCell, carry: tuple[jax.Array, jax.Array],
+                 projected_BG: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+  """nnx.OptimizedLSTMCell's update (gates i, f, g, o) with dense_i(x) given as `projected_BG`."""
+  c_BH, h_BH = carry
+  i, f, g, o = jnp.split(projected_BG + cell.dense_h(h_BH), 4, axis=-1)
+  new_c = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
+  new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
+  return (new_c, new_h), new_h
 
 
 class BiLSTMEncoder(nnx.Module):
@@ -192,19 +215,30 @@ class FlatDecoder(nnx.Module):
 
   def step(self, state: LSTMState, prev_BV: jax.Array, z_BZ: jax.Array
            ) -> tuple[LSTMState, jax.Array]:
-    state, h_BH = self.lstm.step(state, jnp.concatenate([prev_BV, z_BZ], axis=-1))
+    """One decoding step from the previous token's one-hot and z."""
+    return self._step(state, prev_BV, self._z_projection(z_BZ))
+
+  def _z_projection(self, z_BZ: jax.Array) -> jax.Array:
+    # z is the same at every step: its part of the input transform is computed once.
+    return self.lstm.input_projection(z_BZ, slice(sum(self.vocab_sizes), None))
+
+  def _step(self, state: LSTMState, prev_BV: jax.Array, z_projected_BG: jax.Array
+            ) -> tuple[LSTMState, jax.Array]:
+    projected_BG = self.lstm.input_projection(prev_BV, slice(0, sum(self.vocab_sizes)))
+    state, h_BH = self.lstm.step_projected(state, projected_BG + z_projected_BG)
     return state, self.out(h_BH)
 
   def logits(self, z_BZ: jax.Array, targets_BTV: jax.Array, rng: jax.Array | None = None,
              p_sample: float | jax.Array = 0.0) -> jax.Array:
-    return teacher_forced_scan(self.step, self.initial_state(z_BZ), shift_right(targets_BTV),
-                               z_BZ, self.vocab_sizes, rng, p_sample)
+    return teacher_forced_scan(self._step, self.initial_state(z_BZ), shift_right(targets_BTV),
+                               self._z_projection(z_BZ), self.vocab_sizes, rng, p_sample)
 
   def sample(self, z_BZ: jax.Array, rng: jax.Array, temperature: float | jax.Array,
              forced_BTK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     first_BV = jnp.zeros((z_BZ.shape[0], sum(self.vocab_sizes)))
-    ids, logits, _ = sampling_scan(self.step, self.initial_state(z_BZ), first_BV, z_BZ,
-                                   self.num_steps, self.vocab_sizes, rng, temperature, forced_BTK)
+    ids, logits, _ = sampling_scan(self._step, self.initial_state(z_BZ), first_BV,
+                                   self._z_projection(z_BZ), self.num_steps, self.vocab_sizes,
+                                   rng, temperature, forced_BTK)
     return ids, logits
 
 
@@ -242,7 +276,17 @@ class HierarchicalDecoder(nnx.Module):
 
   def core_step(self, k: int, state: LSTMState, prev_BV: jax.Array, c_BC: jax.Array
                 ) -> tuple[LSTMState, jax.Array]:
-    state, h_BH = self.cores[k].step(state, jnp.concatenate([prev_BV, c_BC], axis=-1))
+    """One step of track k's note decoder from its previous token and the bar's conductor c."""
+    return self._core_step(k, state, prev_BV, self._c_projection(k, c_BC))
+
+  def _c_projection(self, k: int, c_BC: jax.Array) -> jax.Array:
+    # c is constant within a bar: its part of the input transform is computed once per bar.
+    return self.cores[k].input_projection(c_BC, slice(self.vocab_sizes[k], None))
+
+  def _core_step(self, k: int, state: LSTMState, prev_BV: jax.Array, c_projected_BG: jax.Array
+                 ) -> tuple[LSTMState, jax.Array]:
+    projected_BG = self.cores[k].input_projection(prev_BV, slice(0, self.vocab_sizes[k]))
+    state, h_BH = self.cores[k].step_projected(state, projected_BG + c_projected_BG)
     return state, self.outs[k](h_BH)
 
   def logits(self, z_BZ: jax.Array, targets_BTV: jax.Array, rng: jax.Array | None = None,
@@ -256,8 +300,9 @@ class HierarchicalDecoder(nnx.Module):
     logits = []
     for k, (v, x_XSV) in enumerate(zip(self.vocab_sizes,
                                        split_tracks(inputs_XSV, self.vocab_sizes))):
-      step = lambda s, x, c, k=k: self.core_step(k, s, x, c)
-      logits.append(teacher_forced_scan(step, self.core_state(k, c_XC), x_XSV, c_XC, (v,),
+      step = lambda s, x, c, k=k: self._core_step(k, s, x, c)
+      logits.append(teacher_forced_scan(step, self.core_state(k, c_XC), x_XSV,
+                                        self._c_projection(k, c_XC), (v,),
                                         jax.random.fold_in(rng, k), p_sample))
     return jnp.concatenate(logits, axis=-1).reshape(batch, n * self.bar_steps, -1)
 
@@ -275,10 +320,10 @@ class HierarchicalDecoder(nnx.Module):
       ids, logits, last = [], [], []
       for k, (v, prev_k) in enumerate(zip(self.vocab_sizes,
                                           split_tracks(prev_BV, self.vocab_sizes))):
-        step = lambda s, x, c, k=k: self.core_step(k, s, x, c)
+        step = lambda s, x, c, k=k: self._core_step(k, s, x, c)
         forced_k = None if forced_BSK is None else forced_BSK[..., k:k + 1]
         ids_k, logits_k, last_k = sampling_scan(
-            step, self.core_state(k, c_BC), prev_k, c_BC, steps, (v,),
+            step, self.core_state(k, c_BC), prev_k, self._c_projection(k, c_BC), steps, (v,),
             jax.random.fold_in(key, k), temperature, forced_k)
         ids.append(ids_k), logits.append(logits_k), last.append(last_k)
       return ((conductor_state, jnp.concatenate(last, axis=-1)),

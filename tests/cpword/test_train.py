@@ -27,6 +27,23 @@ def test_configs():
 
 
 @pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_emotion_token_leads_every_training_window(representation):
+  vocab = tokens.Vocab()
+  seqs = train.synthetic_pieces(1, seed=0)
+  song = tokens.encode_cp(seqs[0], vocab, emotion='Q3')
+  if representation == 'remi':
+    song = tokens.cp_to_remi(song, vocab)
+  assert train.starts_with_emotion(song, vocab) and len(song) > 40
+  transform = train._window_transform(16, vocab)  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  windows = [transform(song, rng)['tokens'] for _ in range(20)]
+  assert all(len(w) == 17 and w[0].tolist() == song[0].tolist() for w in windows)
+  assert len({w[1:].tobytes() for w in windows}) > 1  # the rest is still a random crop
+  plain = train._window_transform(16, vocab)(song[1:], rng)['tokens']  # pylint: disable=protected-access
+  assert not train.starts_with_emotion(plain, vocab)
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
 def test_batches_and_eval_windows(representation):
   config = configs.get_config('tiny')
   config.representation = representation

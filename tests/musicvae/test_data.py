@@ -114,6 +114,15 @@ def test_not_4_4_is_counted():
   assert len(slices) == 0 and stats['pieces_not_4_4'] == 1
 
 
+@pytest.mark.parametrize('numerator', [1, 2])
+def test_1_4_and_2_4_read_as_4_4(numerator):
+  # POP909 labels most of its 4/4 songs 1/4 or 2/4; their melodies must not be dropped.
+  seq = _melody_seq([(0, 32, 60)])
+  seq.time_signatures[0].numerator = numerator
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert len(slices) == 1 and stats[f'pieces_{numerator}_4_as_4_4'] == 1
+
+
 def test_unquantized_midi_file_round_trip(tmp_path):
   tokens = data.synthetic_melodies(1, num_bars=2, seed=3)[0]
   path = str(tmp_path / 'm.mid')

@@ -1,0 +1,66 @@
+"""Song lengths in CP words and in REMI events: how much shorter compound words make a sequence.
+
+  python -m experiments.token_lengths --data=pop1k7 --split=train --output=lengths.json
+
+Songs are tokenised exactly as for training (train.tokenized_dataset: same chord handling, same
+skipped pieces); REMI is the CP words' own REMI form (what representation='remi' trains on).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from cpword import configs
+from cpword import tokens
+from cpword import train
+
+
+def _summary(lengths: np.ndarray) -> dict[str, float]:
+  return {'mean': float(lengths.mean()), 'median': float(np.median(lengths)),
+          'max': int(lengths.max()), 'min': int(lengths.min()), 'total': int(lengths.sum())}
+
+
+def token_lengths(split: str = 'train', *, variant: str = 'small', data: str | None = None,
+                  data_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
+  """Per-split length statistics of CP words and REMI events (songs, mean, median, max, ratio).
+
+  variant: a cpword config variant (its tokens and data settings); data overrides its data.name.
+  """
+  if limit is not None and limit < 1:
+    raise UserError(f'token lengths: limit must be >= 1, got {limit}')
+  try:
+    config = configs.get_config(variant)
+  except ValueError as e:
+    raise UserError(f'token lengths: {e}') from None
+  config.representation = 'cp'
+  if data:
+    config.data.name = data
+  if data_dir:
+    config.data.data_dir = data_dir
+  if limit is not None:
+    config.data.limit = limit
+  vocab = train.vocab_from_config(config)
+  songs = train.tokenized_dataset(config, split)
+  cp = np.array([len(words) for words in songs])
+  remi = np.array([len(tokens.cp_to_remi(words, vocab)) for words in songs])
+  notes = np.array([int((words[:, tokens.F['type']] == tokens.TYPE_NOTE).sum()) for words in songs])
+  return {'data': config.data.name, 'split': split, 'songs': len(songs),
+          'cp_words': _summary(cp), 'remi_events': _summary(remi), 'notes': _summary(notes),
+          'remi_per_cp': float(remi.sum() / cp.sum()),
+          'remi_per_cp_median_song': float(np.median(remi / cp))}
+
+
+def format_table(stats: dict[str, Any]) -> str:
+  """A few lines for the terminal."""
+  lines = [f'{stats["data"]} {stats["split"]}: {stats["songs"]:,} songs',
+           f'  {"":<12} {"mean":>9} {"median":>9} {"max":>9} {"total":>12}']
+  for key, name in (('cp_words', 'CP words'), ('remi_events', 'REMI events'), ('notes', 'notes')):
+    s = stats[key]
+    lines.append(f'  {name:<12} {s["mean"]:>9,.1f} {s["median"]:>9,.1f} {s["max"]:>9,} '
+                 f'{s["total"]:>12,}')
+  lines.append(f'  REMI / CP    {stats["remi_per_cp"]:.3f} (all tokens), '
+               f'{stats["remi_per_cp_median_song"]:.3f} (median song)')
+  return '\n'.join(lines)
