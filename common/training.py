@@ -26,6 +26,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
@@ -251,7 +252,9 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
                        mesh: jax.sharding.Mesh | None = None) -> nnx.Module:
   """Trains `task` for config.num_train_steps, resuming from `workdir` if it has checkpoints.
 
-  Returns the final model in eval mode.
+  With config.max_train_seconds set, the run also stops (checkpointing and evaluating as at the
+  last step) once that much wall-clock time of this process's loop is spent: equal-time
+  comparisons of models or representations. Returns the final model in eval mode.
   """
   quiet_library_logs()
   workdir = os.path.abspath(workdir)
@@ -286,6 +289,7 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
   checkpoint_every = config.get('checkpoint_every_steps', 1000)
   eval_every = config.get('eval_every_steps', 0)
   sample_every = config.get('sample_every_steps', 0)
+  time_budget = config.get('max_train_seconds')
   last_good_step = start_step if start_step > 0 else None
 
   def check_finite(step: int, metrics: dict[str, float]) -> None:
@@ -301,6 +305,7 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
                config.get('task', '?'), num_steps, start_step, mesh.devices.size, workdir)
   pending = None  # (step, device metrics): read one step late so the host never stalls the device
   window_start, window_steps = time.perf_counter(), 0
+  loop_start = window_start
   try:
     for step in range(start_step, num_steps):
       batch = sharding.global_batch(next(data_iter), mesh)
@@ -315,7 +320,8 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
       pending = (done, metrics)
       window_steps += 1
 
-      is_last = done == num_steps
+      out_of_time = _time_is_up(time_budget, loop_start, done, log_every)
+      is_last = done == num_steps or out_of_time
       if done % checkpoint_every == 0 or is_last:
         host = _to_host(metrics)
         check_finite(done, host)
@@ -328,6 +334,10 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
       if task.sample_hook is not None and sample_every and done % sample_every == 0:
         if jax.process_index() == 0:
           task.sample_hook(_merge_eval(eval_graphdef, state), done, workdir)
+      if out_of_time:
+        logging.info('Stopped at step %d: the time budget of %.0f s (max_train_seconds) is spent',
+                     done, time_budget)
+        break
     if pending is not None:
       host = _to_host(pending[1])
       check_finite(pending[0], host)
@@ -337,6 +347,21 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     manager.close()
     writer.close()
   return _merge_eval(eval_graphdef, state)
+
+
+def _time_is_up(budget: float | None, start: float, done: int, check_every: int) -> bool:
+  """Whether `budget` seconds of this run's loop (compilation and evaluations included) are
+  spent. With several processes, process 0 decides every `check_every` steps for all of them, so
+  they stop at the same step."""
+  if not budget:
+    return False
+  if jax.process_count() == 1:
+    return time.perf_counter() - start >= budget
+  if done % check_every:
+    return False
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  spent = np.array(time.perf_counter() - start >= budget)
+  return bool(multihost_utils.broadcast_one_to_all(spent))
 
 
 def _log_train(writer: _MetricsWriter, step: int, metrics: dict[str, float], window_steps: int,

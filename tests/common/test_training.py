@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,15 @@ def test_load_model_without_checkpoint_is_a_user_error(tmp_path):
 def test_unknown_task_is_a_user_error():
   with pytest.raises(UserError, match='not one of'):
     training.get_task(tiny_task.make_config(1, task='nope'))
+
+
+def test_time_budget_stops_early_with_a_checkpoint_and_an_eval(tmp_path):
+  config = tiny_task.make_config(1000)
+  config.max_train_seconds = 1e-6  # spent after the first step
+  config.eval_every_steps = 10**9  # evaluate only at the (early) end
+  training.train_and_evaluate(tiny_task.make_task(), config, str(tmp_path))
+  records = [json.loads(line) for line in open(tmp_path / training.METRICS_FILE)]
+  assert [r['step'] for r in records if r['split'] == 'eval'] == [1]
+  model = training.load_model(tiny_task.make_task(), config, str(tmp_path))
+  assert tiny_task.flat_params(model)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
