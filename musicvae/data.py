@@ -268,6 +268,8 @@ def slices_from_raw(raw_TK: np.ndarray, enc: Encoding,
   """Cuts raw streams into every-bar slices of enc.num_bars; returns class tokens int16 (T, K)."""
   stats = stats if stats is not None else collections.Counter()
   num_steps, max_silence = enc.num_steps, int(round(enc.max_silence_bars * STEPS_PER_BAR))
+  if raw_TK.shape[0] < num_steps:
+    stats['pieces_shorter_than_a_slice'] += 1  # e.g. Groove's one-bar fills
   kept = []
   for start in range(0, raw_TK.shape[0] - num_steps + 1, STEPS_PER_BAR):
     stats['slices_considered'] += 1

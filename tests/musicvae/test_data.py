@@ -114,6 +114,13 @@ def test_not_4_4_is_counted():
   assert len(slices) == 0 and stats['pieces_not_4_4'] == 1
 
 
+def test_piece_shorter_than_a_slice_is_counted():
+  seq = _melody_seq([(0, 8, 60)])  # half a bar: no 2-bar slice
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert len(slices) == 0 and stats['pieces_shorter_than_a_slice'] == 1
+  assert stats['sequences_without_slices'] == 1
+
+
 @pytest.mark.parametrize('numerator', [1, 2])
 def test_1_4_and_2_4_read_as_4_4(numerator):
   # POP909 labels most of its 4/4 songs 1/4 or 2/4; their melodies must not be dropped.
