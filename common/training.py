@@ -427,10 +427,15 @@ def _restore(manager: ocp.CheckpointManager, step: int, state: dict,
   return restored['state'], restored['data']
 
 
-def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
-               step: int | None = None) -> nnx.Module:
-  """The model of the latest (or a given) checkpoint in `workdir`, in eval mode, on one device."""
-  quiet_library_logs()
+def _restore_weights(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
+  """{'params', 'rest'} of a checkpoint: from a full training state or a weights-only export."""
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract)
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      abstract, restore_args=restore_args, partial_restore=True)))['state']
+
+
+def _weights_manager(workdir: str, config: ml_collections.ConfigDict, step: int | None
+                     ) -> tuple[ocp.CheckpointManager, int]:
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise UserError(f'{workdir}: no checkpoints found (expected {directory}); train first with '
@@ -438,18 +443,62 @@ def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
   manager = _checkpoint_manager(workdir, config, read_only=True)
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():
+    manager.close()
     raise UserError(f'{workdir}: no checkpoint at step {step}; have {sorted(manager.all_steps())}')
-  tx = (task.make_optimizer or default_optimizer)(config)
-  _, eval_graphdef, state = _init_state(task, config, tx)
-  mesh = sharding.make_mesh(1)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
-  abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sharding)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
+  return manager, step
+
+
+def _abstract_weights(task: TrainTask, config: ml_collections.ConfigDict
+                      ) -> tuple[nnx.GraphDef, dict]:
+  model = nnx.eval_shape(lambda: task.build_model(config, nnx.Rngs(config.get('seed', 0))))
+  model.eval()
+  eval_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  replicated = sharding.replicated(sharding.make_mesh(1))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          {'params': params, 'rest': rest})
+  return eval_graphdef, abstract
+
+
+def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
+               step: int | None = None) -> nnx.Module:
+  """The model of the latest (or a given) checkpoint in `workdir`, in eval mode, on one device.
+
+  Reads only the weights, so it loads training checkpoints and weights-only exports alike.
+  """
+  quiet_library_logs()
+  manager, step = _weights_manager(workdir, config, step)
+  eval_graphdef, abstract = _abstract_weights(task, config)
+  weights = _restore_weights(manager, step, abstract)
   manager.close()
-  logging.info('Loaded %s step %d', directory, step)
-  return nnx.merge(eval_graphdef, restored['state']['params'], restored['state']['rest'])
+  logging.info('Loaded %s step %d', os.path.join(workdir, CHECKPOINT_DIR), step)
+  return nnx.merge(eval_graphdef, weights['params'], weights['rest'])
+
+
+def export_weights(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
+                   out_dir: str, step: int | None = None) -> str:
+  """Writes `out_dir` with the run's config.json, metrics.jsonl and a weights-only checkpoint of
+  `step` (no optimizer state: a third of a training checkpoint for Adam). load_model, evaluate and
+  generate read it like a training workdir; training from it starts a new run."""
+  quiet_library_logs()
+  manager, step = _weights_manager(workdir, config, step)
+  _, abstract = _abstract_weights(task, config)
+  weights = _restore_weights(manager, step, abstract)
+  manager.close()
+  if os.path.exists(os.path.join(out_dir, CHECKPOINT_DIR)):
+    raise UserError(f'{out_dir} already holds checkpoints; export into a new folder')
+  os.makedirs(out_dir, exist_ok=True)
+  _write_config(config, out_dir)
+  metrics = os.path.join(workdir, METRICS_FILE)
+  if os.path.exists(metrics):
+    with open(metrics) as src, open(os.path.join(out_dir, METRICS_FILE) + '.tmp', 'w') as dst:
+      dst.write(src.read())
+    os.replace(os.path.join(out_dir, METRICS_FILE) + '.tmp', os.path.join(out_dir, METRICS_FILE))
+  out = _checkpoint_manager(out_dir, config)
+  out.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(weights),
+                                         data=ocp.args.JsonSave({'exported_from': workdir})))
+  out.wait_until_finished()
+  out.close()
+  return os.path.join(out_dir, CHECKPOINT_DIR, str(step))
 
 
 def get_task(config: ml_collections.ConfigDict) -> TrainTask:

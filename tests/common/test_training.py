@@ -130,3 +130,16 @@ def test_time_budget_stops_early_with_a_checkpoint_and_an_eval(tmp_path):
   model = training.load_model(tiny_task.make_task(), config, str(tmp_path))
   assert tiny_task.flat_params(model)
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
+
+
+def test_exported_weights_load_like_the_training_checkpoint(tmp_path):
+  config = tiny_task.make_config(12)
+  run, export = tmp_path / 'run', tmp_path / 'export'
+  training.train_and_evaluate(tiny_task.make_task(), config, str(run))
+  path = training.export_weights(tiny_task.make_task(), config, str(run), str(export))
+  assert path.endswith(os.path.join('checkpoints', '12'))
+  _assert_same_params(_final_params(run, 12), _final_params(export, 12))
+  assert training.read_config(str(export)).num_train_steps == 12
+  assert os.path.exists(export / training.METRICS_FILE)
+  with pytest.raises(UserError, match='already holds checkpoints'):
+    training.export_weights(tiny_task.make_task(), config, str(run), str(export))
