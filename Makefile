@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-slow demo bench clean-venv
+.PHONY: test test-slow demo bench browser-deps clean-venv
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.benchmark
+
+# Debian's Chromium for the studio's browser tests (tests/studio/test_studio_browser.py, which skip
+# without it); Playwright drives it through executable_path, never downloading a browser. Root only.
+browser-deps:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,12 +18,15 @@ INSTALL_REQUIRES = [
     'tqdm>=4.66,<5',
     'matplotlib>=3.9,<4',
     'music21>=9.1,<11',
+    'flask>=3.1,<4',  # the studio (python -m experiments.studio)
 ]
 
 EXTRAS_REQUIRE = {
-    'test': ['pytest>=8,<10', 'hypothesis>=6.100,<7'],
+    # playwright drives Debian's Chromium (/usr/bin/chromium, `make browser-deps`) for the studio's
+    # browser tests; they skip without it. No `playwright install`: it would download a browser.
+    'test': ['pytest>=8,<10', 'hypothesis>=6.100,<7', 'playwright>=1.65,<2'],
     'audio': [],  # WAV via Debian's fluidsynth + fluid-soundfont-gm when installed; built-in synth otherwise
-    'studio': [],
+    'studio': [],  # Flask is a core dependency
 }
 
 setuptools.setup(
@@ -33,7 +36,9 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=[
         'common', 'common.*', 'coconet', 'coconet.*', 'musicvae', 'musicvae.*',
-        'pianonet', 'pianonet.*', 'cpword', 'cpword.*', 'experiments', 'experiments.*']),
+        'pianonet', 'pianonet.*', 'cpword', 'cpword.*', 'experiments', 'experiments.*',
+        'studio', 'studio.*']),
+    package_data={'studio': ['static/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

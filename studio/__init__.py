@@ -1,0 +1,8 @@
+"""The studio: a small local web application over the trained models (docs/studio.md).
+
+  python -m experiments.studio                 # http://127.0.0.1:8000/
+
+studio.engine holds the model side (loading, decoding a population, harmonizing a melody,
+rendering MIDI/WAV/PNG bytes) and knows nothing of the web; studio.app is the Flask application
+(sessions, JSON API, outputs by opaque id); studio/static holds its plain HTML, JS and CSS.
+"""
