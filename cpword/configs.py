@@ -74,6 +74,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.learning_rate = 1e-4
   c.grad_clip_norm = 3.0
   c.num_train_steps = 200_000
+  c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
   c.log_every_steps = 100
   c.eval_every_steps = 2000
   c.checkpoint_every_steps = 2000
