@@ -113,19 +113,46 @@ def sample_cp_word(rng: jax.Array, type_logits_BV: jax.Array,
 
 def sample_remi_event(rng: jax.Array, logits_BV: jax.Array,
                       settings: Mapping[str, Mapping[str, Any]],
-                      allow_eos: jax.Array | bool = True) -> jax.Array:
+                      allow_eos: jax.Array | bool = True,
+                      allowed_BV: jax.Array | None = None) -> jax.Array:
+  """The next REMI event; `allowed_BV` (tokens.remi_grammar's row of the previous event) keeps
+  samples inside the grammar, so every generated song decodes in full."""
   logits_BV = _mask_ignore(logits_BV)
+  if allowed_BV is not None:
+    logits_BV = jnp.where(allowed_BV, logits_BV, -jnp.inf)
   logits_BV = logits_BV.at[..., 1].set(jnp.where(allow_eos, logits_BV[..., 1], -jnp.inf))
   return sampling.sample_logits(rng, logits_BV, **settings['remi'])[:, None]
 
 
+def _remi_bar_position(event_B: jax.Array, bar_pos_B: jax.Array, layout: jax.Array) -> jax.Array:
+  """The position in the bar after REMI event_B: -1 after a Bar, p after Position p."""
+  value_B = event_B - layout[0] + 1  # bar_beat value: 1 = Bar, 2 + p = Position p
+  is_bar_beat_B = (event_B >= layout[0]) & (event_B < layout[0] + layout[1])
+  return jnp.where(is_bar_beat_B, jnp.where(value_B == tokens.BAR, -1, value_B - 2), bar_pos_B)
+
+
+def _remi_allowed(event_B: jax.Array, bar_pos_B: jax.Array, grammar_VV: jax.Array,
+                  layout: jax.Array) -> jax.Array:
+  """(B, V) events allowed next: the grammar's row of the previous event, no Pitch before a beat
+  of the bar, and Positions only forward within a bar (the rules CP sampling applies to words)."""
+  ids_V = jnp.arange(grammar_VV.shape[-1])
+  is_position_V = (ids_V > layout[0]) & (ids_V < layout[0] + layout[1])
+  is_pitch_V = (ids_V >= layout[2]) & (ids_V < layout[2] + layout[3])
+  backward_BV = is_position_V & (ids_V - layout[0] - 1 <= bar_pos_B[:, None])
+  early_note_BV = is_pitch_V & (bar_pos_B[:, None] < 0)
+  return grammar_VV[event_B] & ~backward_BV & ~early_note_BV
+
+
 def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF: jax.Array,
-              prompt_len: jax.Array, min_len: jax.Array, *, settings) -> jax.Array:
+              prompt_len: jax.Array, min_len: jax.Array, grammar_VV: jax.Array,
+              remi_layout: jax.Array, *, settings) -> jax.Array:
   """Fills out_BLF[:, prompt_len:]; the prompt is in out_BLF[:, :prompt_len].
 
   One loop for prompt and generation: while pos + 1 < prompt_len the next token is the prompt's
   (teacher forcing fills the cache), after that it is sampled. So prompt_len and min_len are traced
-  and one compiled program serves every prompt.
+  and one compiled program serves every prompt. grammar_VV: REMI's allowed[previous, next]
+  (tokens.remi_grammar) and remi_layout its (bar_beat first id, count, pitch first id, count);
+  both unused for CP, whose sampler enforces the same rules on words.
   """
   model = nnx.merge(graphdef, state)
   batch, length, _ = out_BLF.shape
@@ -150,7 +177,10 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF:
                               lambda type_B: model.field_logits(h_BD, type_B), settings,
                               bar_pos_B, allow_eos)
     else:
-      new_BF = sample_remi_event(key, model.first_logits(h_BD), settings, allow_eos)
+      event_B = word_BF[:, 0]
+      bar_pos_B = _remi_bar_position(event_B, bar_pos_B, remi_layout)
+      new_BF = sample_remi_event(key, model.first_logits(h_BD), settings, allow_eos,
+                                 _remi_allowed(event_B, bar_pos_B, grammar_VV, remi_layout))
     in_prompt = pos + 1 < prompt_len
     next_BF = jax.lax.dynamic_index_in_dim(out_BLF, jnp.minimum(pos + 1, length - 1), axis=1,
                                            keepdims=False)
@@ -187,10 +217,11 @@ def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = Non
 
 def generate(model: model_lib.Transformer, start: np.ndarray, *, rng: jax.Array, num_songs: int,
              max_len: int, settings: Mapping[str, Mapping[str, Any]],
-             min_len: int = 0) -> np.ndarray:
+             min_len: int = 0, vocab: tokens.Vocab | None = None) -> np.ndarray:
   """num_songs continuations of `start` (N, F) or (N,), each max_len tokens in all (0-padded).
 
-  No EOS is sampled before `min_len` tokens (counting the start and the EOS itself).
+  No EOS is sampled before `min_len` tokens (counting the start and the EOS itself). vocab: the
+  model's token vocabulary (default tokens.Vocab()); REMI sampling follows its grammar.
   """
   start = np.asarray(start, np.int32)
   start_NF = start[:, None] if start.ndim == 1 else start
@@ -205,8 +236,20 @@ def generate(model: model_lib.Transformer, start: np.ndarray, *, rng: jax.Array,
   graphdef, state = nnx.split(model)
   frozen = tuple(sorted((k, tuple(sorted(v.items()))) for k, v in settings.items()))
   fn = _jitted(graphdef, frozen)
+  vocab = vocab or tokens.Vocab()
+  ranges = vocab.remi_ranges
+  remi_layout = np.array([ranges['bar_beat'][0], ranges['bar_beat'][2], ranges['pitch'][0],
+                          ranges['pitch'][2]], np.int32)
+  if model.multi_field:
+    grammar_VV = np.ones((1, 1), bool)
+  else:
+    grammar_VV = tokens.remi_grammar(vocab)
+    if grammar_VV.shape[0] != model.families[0].vocab_size:
+      raise UserError(f'the REMI vocabulary has {grammar_VV.shape[0]} events but the model '
+                      f'{model.families[0].vocab_size}: pass the vocab the model was trained with')
   out = np.asarray(fn(state, rng, jnp.asarray(out_BLF), jnp.asarray(len(start_NF), jnp.int32),
-                      jnp.asarray(min_len, jnp.int32)))
+                      jnp.asarray(min_len, jnp.int32), jnp.asarray(grammar_VV),
+                      jnp.asarray(remi_layout)))
   return out[..., 0] if start.ndim == 1 else out
 
 
@@ -217,8 +260,9 @@ def _jitted(graphdef, frozen_settings):
   key = (graphdef, frozen_settings)
   if key not in _JIT_CACHE:
     settings = {k: dict(v) for k, v in frozen_settings}
-    _JIT_CACHE[key] = jax.jit(lambda state, rng, out, prompt_len, min_len: _generate(
-        graphdef, state, rng, out, prompt_len, min_len, settings=settings))
+    _JIT_CACHE[key] = jax.jit(
+        lambda state, rng, out, prompt_len, min_len, grammar, layout: _generate(
+            graphdef, state, rng, out, prompt_len, min_len, grammar, layout, settings=settings))
   return _JIT_CACHE[key]
 
 
@@ -239,7 +283,7 @@ def write_songs(model: model_lib.Transformer, config: ml_collections.ConfigDict,
   start = start_tokens(config, emotion=emotion, prompt=prompt)
   songs = generate(model, start, rng=jax.random.key(seed), num_songs=num_songs,
                    max_len=max_words, settings=settings_from_config(config, settings),
-                   min_len=min_words)
+                   min_len=min_words, vocab=train.vocab_from_config(config))
   os.makedirs(out_dir, exist_ok=True)
   train.vocab_from_config(config).save(os.path.join(out_dir, 'vocab.json'))
   paths = []

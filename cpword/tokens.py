@@ -535,6 +535,36 @@ def remi_to_cp(events: np.ndarray, vocab: Vocab = Vocab()) -> np.ndarray:
   return np.array(words, np.int32).reshape(-1, NUM_FAMILIES)
 
 
+def remi_grammar(vocab: Vocab = Vocab()) -> np.ndarray:
+  """bool (V, V): allowed[previous event, next event] under remi_to_cp's grammar.
+
+  A Pitch must be followed by its Duration and a Duration by its Velocity; Tempo only after a
+  Position, Chord after a Position or Tempo; Emotion only first (never generated); after any other
+  event: Bar, Position, Pitch or EOS. Sampling with this mask only produces decodable songs.
+  """
+  size = vocab.remi_size
+  family = [remi_event(i, vocab)[0] for i in range(size)]
+  is_beat = np.zeros(size, bool)
+  start, _, count = vocab.remi_ranges['bar_beat']
+  is_beat[start + 1:start + count] = True  # bar_beat values > BAR are positions
+  ids = {f: np.array([i for i in range(size) if family[i] == f], int)
+         for f in ('bar_beat', 'tempo', 'chord', 'pitch', 'duration', 'velocity', 'eos')}
+  free = np.concatenate([ids['bar_beat'], ids['pitch'], ids['eos']])
+  allowed = np.zeros((size, size), bool)
+  for prev in range(size):
+    if family[prev] == 'pitch':
+      allowed[prev, ids['duration']] = True
+    elif family[prev] == 'duration':
+      allowed[prev, ids['velocity']] = True
+    else:
+      allowed[prev, free] = True
+      if is_beat[prev]:
+        allowed[prev, ids['tempo']] = True
+      if is_beat[prev] or family[prev] == 'tempo':
+        allowed[prev, ids['chord']] = True
+  return allowed
+
+
 def encode_remi(seq: NoteSequence, vocab: Vocab = Vocab(), **kwargs) -> np.ndarray:
   """REMI event ids of a NoteSequence; kwargs as for `encode_cp`."""
   return cp_to_remi(encode_cp(seq, vocab, **kwargs), vocab)

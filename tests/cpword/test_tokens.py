@@ -10,6 +10,7 @@ import pytest
 
 from common import midi
 from cpword import tokens
+from cpword import train
 
 VOCAB = tokens.Vocab()
 V = int(VOCAB.velocity_values[16])  # a velocity at a bin value
@@ -192,3 +193,18 @@ def test_real_pop1k7_files_round_trip():
     np.testing.assert_array_equal(tokens.remi_to_cp(tokens.cp_to_remi(words, VOCAB), VOCAB), words)
     # REMI is longer than CP (the paper's point).
     assert len(tokens.cp_to_remi(words, VOCAB)) > 1.5 * len(words)
+
+
+def test_remi_grammar_accepts_real_event_streams_and_forbids_broken_notes():
+  vocab = tokens.Vocab()
+  allowed = tokens.remi_grammar(vocab)
+  events = tokens.encode_remi(train.synthetic_pieces(1, seed=4)[0], vocab, emotion='Q1')
+  assert all(allowed[a, b] for a, b in zip(events[:-1], events[1:]))
+  pitch = vocab.remi_ranges['pitch'][0]
+  duration = vocab.remi_ranges['duration'][0]
+  velocity = vocab.remi_ranges['velocity'][0]
+  assert allowed[pitch].sum() == vocab.remi_ranges['duration'][2]  # a Pitch: only a Duration
+  assert not allowed[pitch, velocity] and not allowed[duration, pitch]
+  bar = vocab.remi_ranges['bar_beat'][0]
+  tempo = vocab.remi_ranges['tempo'][0]
+  assert not allowed[bar, tempo] and allowed[bar + 1, tempo]  # Tempo only after a Position
