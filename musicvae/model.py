@@ -70,9 +70,9 @@ class StackedLSTM(nnx.Module):
     return tuple(state)
 
   def input_projection(self, x_BI: jax.Array, rows: slice = slice(None)) -> jax.Array:
-    """The first layer's input transform x @ W_i[rows] (B, 4H). Projecting all steps at once (or a
-    constant part of the input once per sequence) outside the time loop turns many small
-    matmuls into one large one; `step_projected` then adds only the recurrent part per step."""
+    """The first layer's input transform x @ W_i[rows] (B, 4H). The decoders project the part of
+    their input that is constant over a sequence or bar (z, the conductor's c) once, outside the
+    time loop, and `step_projected` adds the rest per step."""
     return x_BI @ self.cells[0].dense_i.kernel[rows]
 
   def step_projected(self, state: LSTMState, projected_BG: jax.Array
@@ -90,8 +90,9 @@ class StackedLSTM(nnx.Module):
 
   def scan(self, state: LSTMState, x_BTI: jax.Array, reverse: bool = False
            ) -> tuple[LSTMState, jax.Array]:
-    projected_TBG = self.input_projection(jnp.swapaxes(x_BTI, 0, 1))
-    state, y_TBH = jax.lax.scan(self.step_projected, state, projected_TBG, reverse=reverse)
+    # The input transform stays inside the loop: hoisting it out for all steps was slower on
+    # CPU (the (T, B, 4H) pre-activations and their gradient go through memory).
+    state, y_TBH = jax.lax.scan(self.step, state, jnp.swapaxes(x_BTI, 0, 1), reverse=reverse)
     return state, jnp.swapaxes(y_TBH, 0, 1)
 
 
