@@ -1,11 +1,15 @@
-r"""The main job in one command: harmonize a bundled melody in the style of Bach (`make demo`).
+r"""The main job in one command (`make demo`): every model makes music from the shipped checkpoints.
 
-  python -m experiments.demo                      # writes out/demo/*.mid, *.wav, *.png
+  python -m experiments.demo                      # writes out/demo/<model>/*.mid, *.wav, *.png
   python -m experiments.demo --melody=my_tune.mid --out_dir=out/mine --num_samples=3
+  python -m experiments.demo --models=coconet,musicvae
 
-Uses the pretrained Coconet checkpoint in pretrained/coconet_small when the repository ships one;
-otherwise it first trains a small Coconet on the Bach chorales that music21 bundles (no download,
-a few minutes on a 2-core CPU) and keeps it in runs/demo_coconet for the next time.
+Coconet harmonizes a bundled melody in the style of Bach; MusicVAE samples melodies and
+interpolates between two bundled ones; PianoNet continues Coconet's first harmonization as
+piano; the Compound Word Transformer writes a short pop-piano piece. Checkpoints come from
+pretrained/ (each has a MODEL_CARD.md). Without pretrained/coconet_small, a small Coconet is first
+trained on the Bach chorales that music21 bundles (no download, a few minutes on a 2-core CPU) and
+kept in runs/demo_coconet; the other models are skipped, with a note, when theirs are missing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from experiments import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, 'pretrained', 'coconet_small')
+PRETRAINED_OTHERS = {name: os.path.join(REPO, 'pretrained', folder) for name, folder in (
+    ('musicvae', 'mel_2bar_small'), ('pianonet', 'pianonet_small'), ('cpword', 'cpword_small'))}
 DEFAULT_MELODY = os.path.join(REPO, 'assets', 'ode_to_joy.mid')
+SECOND_MELODY = os.path.join(REPO, 'assets', 'twinkle.mid')
+MODELS = ('coconet', 'musicvae', 'pianonet', 'cpword')
 
 _MELODY = flags.DEFINE_string('melody', DEFAULT_MELODY, 'Melody to harmonize (MIDI or MusicXML).')
 _OUT_DIR = flags.DEFINE_string('out_dir', os.path.join('out', 'demo'), 'Output folder.')
@@ -30,6 +38,9 @@ _WORKDIR = flags.DEFINE_string('workdir', os.path.join('runs', 'demo_coconet'),
                                'Where the fallback model is trained when no pretrained one ships.')
 _TRAIN_STEPS = flags.DEFINE_integer('train_steps', 600, 'Steps of the fallback training.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_MODELS = flags.DEFINE_multi_enum('models', list(MODELS), MODELS, 'Which models to run.')
+_PIANO_SECONDS = flags.DEFINE_float('piano_seconds', 8.0, 'PianoNet: seconds to add.')
+_CP_WORDS = flags.DEFINE_integer('cp_words', 384, 'CP-word: words in the generated piece.')
 
 
 def _fallback_config(num_steps: int):
@@ -59,24 +70,85 @@ def coconet_workdir() -> str:
   return _WORKDIR.value
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  logging.set_verbosity(logging.WARNING)
+def harmonize(out_dir: str) -> list[str]:
+  """Coconet: harmonizations of --melody (choir), MIDI + WAV + PNG."""
   from coconet import sample  # pylint: disable=g-import-not-at-top
   workdir = coconet_workdir()
   config = training.read_config(workdir)
   model = training.load_model(training.get_task(config), config, workdir)
-  print(f'Harmonizing {_MELODY.value} ({_NUM_SAMPLES.value} versions, annealed Gibbs sampling)...',
+  print(f'Coconet: harmonizing {_MELODY.value} ({_NUM_SAMPLES.value} versions, annealed Gibbs '
+        'sampling)...', flush=True)
+  return sample.generate_from_flags(model, config, dict(
+      task='harmonize', melody=_MELODY.value, out_dir=out_dir, num_samples=_NUM_SAMPLES.value,
+      transpose=True, wav=True, png=True, programs='choir', seed=_SEED.value))
+
+
+def musicvae_melodies(workdir: str, out_dir: str) -> list[str]:
+  """MusicVAE: 4 melodies from the prior and 5 steps between two bundled melodies' first bars."""
+  from musicvae import sample  # pylint: disable=g-import-not-at-top
+  config = training.read_config(workdir)
+  print('MusicVAE: sampling 4 two-bar melodies and interpolating between the openings of '
+        f'{os.path.basename(DEFAULT_MELODY)} and {os.path.basename(SECOND_MELODY)}...', flush=True)
+  paths = sample.generate_main(config, workdir, task='sample', out_dir=out_dir, num_samples=4,
+                               rng_seed=_SEED.value)
+  paths += sample.generate_main(config, workdir, task='interpolate', out_dir=out_dir,
+                                inputs=[DEFAULT_MELODY, SECOND_MELODY], num_samples=5,
+                                rng_seed=_SEED.value)
+  return paths
+
+
+def piano_continuation(workdir: str, seed_midi: str, out_dir: str) -> list[str]:
+  """PianoNet: continues the opening of `seed_midi` by --piano_seconds."""
+  from pianonet import generate  # pylint: disable=g-import-not-at-top
+  config = training.read_config(workdir)
+  print(f'PianoNet: continuing the opening of {seed_midi} by {_PIANO_SECONDS.value:g} s...',
         flush=True)
-  paths = sample.generate_from_flags(model, config, dict(
-      task='harmonize', melody=_MELODY.value, out_dir=_OUT_DIR.value,
-      num_samples=_NUM_SAMPLES.value, transpose=True, wav=True, png=True, programs='choir',
-      seed=_SEED.value))
-  print('Wrote:')
-  for path in paths:
-    print(f'  {path}')
+  return generate.generate_main(config, workdir, seed_midi=seed_midi, seconds=_PIANO_SECONDS.value,
+                                out_dir=out_dir, rng_seed=_SEED.value, seed_seconds=4.0)
+
+
+def pop_piano(workdir: str, out_dir: str) -> list[str]:
+  """Compound Word Transformer: one short pop-piano piece."""
+  from cpword import sample  # pylint: disable=g-import-not-at-top
+  config = training.read_config(workdir)
+  print(f'CP-word: writing a pop-piano piece of {_CP_WORDS.value} compound words...', flush=True)
+  return sample.generate_main(config, workdir, num_songs=1, max_words=_CP_WORDS.value,
+                              min_words=_CP_WORDS.value // 2, out_dir=out_dir, seed=_SEED.value)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from common import render  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  models = _MODELS.value
+  written: dict[str, list[str]] = {}
+  if 'coconet' in models:
+    written['coconet'] = harmonize(os.path.join(_OUT_DIR.value, 'coconet'))
+  for name in models:
+    if name == 'coconet':
+      continue
+    workdir = PRETRAINED_OTHERS[name]
+    if not os.path.isdir(os.path.join(workdir, training.CHECKPOINT_DIR)):
+      print(f'{name}: skipped, no pretrained checkpoint in {workdir}')
+      continue
+    out_dir = os.path.join(_OUT_DIR.value, name)
+    if name == 'musicvae':
+      paths = musicvae_melodies(workdir, out_dir)
+    elif name == 'pianonet':
+      seeds = [p for p in written.get('coconet', []) if p.endswith('.mid')]
+      paths = piano_continuation(workdir, seeds[0] if seeds else _MELODY.value, out_dir)
+    else:
+      paths = pop_piano(workdir, out_dir)
+    written[name] = paths + render.render_files(paths, wav=True, png=True)
+  print(f'Wrote ({time.perf_counter() - start:.0f} s):')
+  for name, paths in written.items():
+    print(f'  {name}:')
+    for path in paths:
+      print(f'    {path}')
   print('Play a .wav file, open a .mid file in any MIDI player or DAW, or look at the .png piano '
-        'rolls. More: README.md (train, generate, evaluate for each model).')
+        'rolls. To evolve melodies and harmonize your own tunes in a browser: '
+        'python -m experiments.studio (then open http://127.0.0.1:8000). More: README.md.')
 
 
 if __name__ == '__main__':

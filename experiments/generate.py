@@ -20,7 +20,6 @@ Dispatch: the run's config.task names the model package. Coconet and cpword prov
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 from absl import flags
@@ -110,23 +109,8 @@ def _generate_with_main(config: Any, options: dict[str, Any]) -> list[str]:
         num_samples=options['num_samples'], temperature=options['temperature'],
         rng_seed=options['seed'], step=step, attribute=_ATTRIBUTE.value,
         attribute_scale=_ATTRIBUTE_SCALE.value)
-  return paths + _render(paths, wav=options['wav'], png=options['png'])
-
-
-def _render(midi_paths: list[str], *, wav: bool, png: bool) -> list[str]:
-  from common import midi, render  # pylint: disable=g-import-not-at-top
-  written = []
-  for path in midi_paths:
-    stem = os.path.splitext(path)[0]
-    if wav or png:
-      seq = midi.read_midi(path)
-    if wav:
-      render.render_wav(seq, stem + '.wav')
-      written.append(stem + '.wav')
-    if png:
-      render.piano_roll_png(seq, stem + '.png', title=os.path.basename(stem))
-      written.append(stem + '.png')
-  return written
+  from common import render  # pylint: disable=g-import-not-at-top
+  return paths + render.render_files(paths, wav=options['wav'], png=options['png'])
 
 
 def main(argv: list[str]) -> None:

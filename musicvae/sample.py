@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import tempfile
 from typing import Callable, Sequence
@@ -69,10 +71,17 @@ def decode_tokens(model: model_lib.MusicVAE, z_NZ: np.ndarray, rng: jax.Array,
 
 def sequences_to_tokens(seqs: Sequence[NoteSequence], enc: data.Encoding,
                         names: Sequence[str] | None = None) -> np.ndarray:
-  """The first kept slice of each sequence -> (N, T, K); UserError when one has none."""
+  """The first kept slice of each sequence -> (N, T, K); UserError when one has none.
+
+  A melody model trained on a data set whose melody is a named track (POP909's MELODY) reads a
+  user's file without such a track by its highest pitches instead ('all').
+  """
   out = []
   for i, seq in enumerate(seqs):
-    slices, stats = data.extract_slices([seq], enc)
+    seq_enc = enc
+    if enc.kind == 'melody' and not data.select_notes(seq, enc.melody_track):
+      seq_enc = dataclasses.replace(enc, melody_track='all')
+    slices, stats = data.extract_slices([seq], seq_enc)
     if not len(slices):
       name = names[i] if names else (seq.filename or f'sequence {i}')
       raise UserError(f'{name}: no {enc.num_bars}-bar {enc.kind} slice found (4/4 time, pitches '
