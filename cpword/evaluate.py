@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from typing import Any
 
 from absl import logging
 from flax import nnx
+import jax
 import ml_collections
 import numpy as np
 
@@ -55,6 +57,43 @@ def _present_families(model: nnx.Module, windows: list[np.ndarray]) -> list[str]
   return [f.name for f, u in zip(model.families, used) if u]
 
 
+def song_statistics(words_list: list[np.ndarray]) -> dict[str, float]:
+  """Notes per bar and mean velocity bin over CP songs (what separates calm from excited music)."""
+  notes, bars, velocity = 0, 0, 0.0
+  for words in words_list:
+    kind = words[:, tokens.F['type']]
+    is_note = kind == tokens.TYPE_NOTE
+    notes += int(is_note.sum())
+    bars += int(((kind == tokens.TYPE_METRICAL) & (words[:, tokens.F['bar_beat']] == tokens.BAR)
+                 ).sum())
+    velocity += float(words[is_note, tokens.F['velocity']].sum())
+  return {'songs': len(words_list), 'notes_per_bar': notes / max(bars, 1),
+          'mean_velocity_bin': velocity / max(notes, 1)}
+
+
+def emotion_report(model: nnx.Module, config: ml_collections.ConfigDict,
+                   songs: tuple[np.ndarray, ...], *, num_songs: int, num_words: int,
+                   seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+  """Per EMOPIA quadrant: the statistics of the split's songs and of `num_songs` songs generated
+  with that quadrant's emotion token, so one can see whether the condition is followed."""
+  from cpword import sample  # pylint: disable=g-import-not-at-top
+  vocab = train.vocab_from_config(config)
+  as_words = [s if s.ndim == 2 else tokens.remi_to_cp(s, vocab) for s in songs]
+  report = {}
+  for i, quadrant in enumerate(tokens.EMOTIONS):
+    data = [w for w in as_words if tokens.emotion_of(w) == quadrant]
+    start = sample.start_tokens(config, emotion=quadrant)
+    generated = sample.generate(model, start, rng=jax.random.fold_in(jax.random.key(seed), i),
+                                num_songs=num_songs, max_len=num_words,
+                                settings=sample.settings_from_config(config),
+                                min_len=num_words // 2, vocab=vocab)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', tokens.TokenWarning)  # a note cut off at the length limit
+      gen_words = [g if g.ndim == 2 else tokens.remi_to_cp(g, vocab) for g in generated]
+    report[quadrant] = {'data': song_statistics(data), 'generated': song_statistics(gen_words)}
+  return report
+
+
 def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
                         options: dict[str, Any]) -> dict:
   """Prints and returns per-family CE / accuracy and nats per note on a split.
@@ -81,6 +120,11 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
   results = {'split': split, 'representation': config.representation, 'songs': len(songs),
              'window_len': seq_len, **window_metrics(model, config, windows, seed)}
 
+  if config.data.get('emotion'):
+    results['emotion'] = emotion_report(
+        model, config, songs, num_songs=int(options.get('num_samples') or 4),
+        num_words=min(512, model.max_len), seed=seed)
+
   unit = 'events' if config.representation == 'remi' else 'words'
   print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.data.name} '
         f'{split}: {len(songs)} songs, {len(windows)} windows of {seq_len} {unit}')
@@ -93,4 +137,11 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
   else:
     print(f'  NLL        {results["nats_per_note"]:.4f} nats/note ({results["bits_per_note"]:.4f} '
           f'bits; {results["nll_total"]:,.1f} nats over {results["notes"]:,} notes)')
+  if 'emotion' in results:
+    print('  emotion    data: notes/bar, velocity bin | generated: notes/bar, velocity bin')
+    for quadrant, stats in results['emotion'].items():
+      d, g = stats['data'], stats['generated']
+      print(f'  {quadrant:<10} {d["notes_per_bar"]:6.2f} {d["mean_velocity_bin"]:6.2f} '
+            f'({d["songs"]} songs) | {g["notes_per_bar"]:6.2f} {g["mean_velocity_bin"]:6.2f} '
+            f'({g["songs"]} songs)')
   return results

@@ -39,8 +39,9 @@ _CHUNK = flags.DEFINE_integer('chunk_size', 32, 'Chain-rule steps per forward ba
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed (orderings, batch-norm batches).')
 _NUM_WINDOWS = flags.DEFINE_integer('num_windows', 256,
                                     'pianonet: evenly spaced evaluation windows.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 4,
-                                    'pianonet: continuations generated for the key-down rate.')
+_NUM_SAMPLES = flags.DEFINE_integer(
+    'num_samples', 4, 'pianonet: continuations generated for the key-down rate; cpword runs '
+    'with emotion: songs generated per quadrant.')
 _SECONDS = flags.DEFINE_float('seconds', 10.0, 'pianonet: seconds per generated continuation.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
 flags.mark_flags_as_required(['workdir'])

@@ -97,3 +97,27 @@ def test_the_training_loops_eval_fn_reports_the_per_window_sums(tiny_model):
   for metrics in (both, one):
     np.testing.assert_allclose(metrics['nll_per_window'], nll, rtol=1e-4)
     np.testing.assert_allclose(metrics['notes_per_window'], notes)
+
+
+def test_song_statistics_by_hand():
+  bar = tokens.make_word(type=tokens.TYPE_METRICAL, bar_beat=tokens.BAR)
+  beat = tokens.make_word(type=tokens.TYPE_METRICAL, bar_beat=2, tempo=tokens.CONTI,
+                          chord=tokens.CONTI)
+  note = lambda v: tokens.make_word(type=tokens.TYPE_NOTE, pitch=40, duration=4, velocity=v)
+  song = np.array([bar, beat, note(10), note(20), bar, beat, note(30)], np.int32)
+  stats = evaluate.song_statistics([song])
+  assert stats == {'songs': 1, 'notes_per_bar': 1.5, 'mean_velocity_bin': 20.0}
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_emotion_report_generates_per_quadrant(tiny_model, representation):
+  config, model = tiny_model(representation)
+  vocab = train.vocab_from_config(config)
+  song = tokens.encode_cp(train.synthetic_pieces(1, seed=1)[0], vocab, emotion='Q2')
+  if representation == 'remi':
+    song = tokens.cp_to_remi(song, vocab)
+  report = evaluate.emotion_report(model, config, (song,), num_songs=2, num_words=48)
+  assert list(report) == list(tokens.EMOTIONS)
+  assert report['Q2']['data']['songs'] == 1 and report['Q1']['data']['songs'] == 0
+  assert all(r['generated']['songs'] == 2 for r in report.values())
+  assert report['Q2']['data']['notes_per_bar'] > 0
