@@ -303,10 +303,15 @@ def fit_soprano_range(soprano_T: np.ndarray, *, transpose: bool = False,
 
 def soprano_from_melody(melody: music_pb2.NoteSequence | Sequence[int | None], *,
                         steps_per_note: int = 4, transpose: bool = False,
-                        name: str = 'melody') -> np.ndarray:
-  """A melody (NoteSequence or list of MIDI pitches) -> (T,) soprano in range, 16th grid."""
+                        name: str = 'melody', num_steps: int | None = None) -> np.ndarray:
+  """A melody (NoteSequence or list of MIDI pitches) -> (T,) soprano in range, 16th grid.
+
+  num_steps: keep only the first num_steps 16th steps (before the range check).
+  """
   if isinstance(melody, music_pb2.NoteSequence):
     soprano_T = melody_from_sequence(melody, name=name)
   else:
     soprano_T = melody_from_pitches(melody, steps_per_note)
+  if num_steps:
+    soprano_T = soprano_T[:num_steps]
   return fit_soprano_range(soprano_T, transpose=transpose, name=name)

@@ -349,6 +349,18 @@ def revoice(model: nnx.Module, key: jax.Array, pitches_TI: np.ndarray, *,
 # Command-line generation (experiments/generate.py dispatches here on config.task == 'coconet')
 
 TASKS = ('harmonize', 'generate', 'complete', 'revoice', 'upsample')
+# The longest melody or piece the command line takes, in 16th steps (256 bars of 4/4). Memory grows
+# with the length and time with its square (the default Gibbs step count is T * 4): a 6-hour file
+# (160k steps) ran out of time and memory instead of failing.
+MAX_INPUT_STEPS = 4096
+
+
+def check_length(num_steps: int, name: str, what: str = 'melody') -> None:
+  """UserError naming `name` when a melody or piece is longer than MAX_INPUT_STEPS."""
+  if num_steps > MAX_INPUT_STEPS:
+    raise UserError(f'{name}: the {what} is {num_steps:,} 16th steps ({num_steps / 16:g} bars) '
+                    f'long; Coconet takes at most {MAX_INPUT_STEPS} ({MAX_INPUT_STEPS // 16} '
+                    f'bars): crop it with --num_steps={MAX_INPUT_STEPS} or less')
 
 
 def generate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any]) -> list[str]:
@@ -371,10 +383,14 @@ def generate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any])
   if task == 'harmonize':
     melody = _read_melody(options, midi)
     soprano = data.soprano_from_melody(melody, steps_per_note=options.get('steps_per_note') or 4,
-                                       transpose=bool(options.get('transpose')), name=source)
+                                       transpose=bool(options.get('transpose')), name=source,
+                                       num_steps=options.get('num_steps'))
+    check_length(len(soprano), source)
     out = harmonize(model, key, soprano, **kwargs)
   elif task == 'generate':
     length = int(options.get('num_steps') or config.get('crop_len', 64))
+    if not 1 <= length <= MAX_INPUT_STEPS:
+      raise UserError(f'--num_steps must be in 1..{MAX_INPUT_STEPS}, got {length}')
     out = generate(model, key, length, **kwargs)
   else:
     piece = _read_piece(options, midi, source)
@@ -410,6 +426,7 @@ def _read_piece(options: dict[str, Any], midi, source: str) -> np.ndarray:
   piece = data.sequence_to_pitches(midi.read_music(options['melody']), name=source)
   if options.get('num_steps'):
     piece = piece[:int(options['num_steps'])]
+  check_length(len(piece), source, 'piece')
   return piece
 
 

@@ -76,6 +76,8 @@ def _parse_midi(data: bytes, name: str) -> NoteSequence:
   if division <= 0:
     why = 'SMPTE time division' if division < 0 else 'a time division of 0 ticks per quarter'
     raise MidiError(name, f'unsupported MIDI file: {why}', 'unsupported MIDI')
+  if data[10:12] == b'\x00\x00':  # mido reads as many tracks as the header says
+    raise MidiError(name, 'no notes (the header says the file has 0 tracks)', 'no notes')
   try:
     with _pretty_midi_reading():
       pm = pretty_midi.PrettyMIDI(io.BytesIO(data))

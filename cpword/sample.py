@@ -274,6 +274,22 @@ def decode(config: ml_collections.ConfigDict, song: np.ndarray) -> midi.NoteSequ
   return tokens.decode_cp(song, vocab)
 
 
+def check_prompt(start: np.ndarray, config: ml_collections.ConfigDict, max_words: int,
+                 name: str) -> None:
+  """UserError naming the prompt file when its tokens (start_tokens) leave no room to generate.
+
+  generate() checks the same, but cannot name the file.
+  """
+  if len(start) < max_words:
+    return
+  unit = 'events' if config.representation == 'remi' else 'words'
+  limit = int(config.model.max_len)
+  hint = ('raise max_words (--num_steps) or use a shorter prompt' if len(start) < limit else
+          f'this model takes at most {limit} {unit}, so use a shorter prompt')
+  raise UserError(f'{name}: the prompt is {len(start):,} {unit} long; the length limit '
+                  f'{max_words} must be larger ({hint})')
+
+
 def write_songs(model: model_lib.Transformer, config: ml_collections.ConfigDict, out_dir: str, *,
                 num_songs: int, max_words: int, min_words: int = 0, seed: int = 0,
                 emotion: str | None = None,
@@ -281,6 +297,8 @@ def write_songs(model: model_lib.Transformer, config: ml_collections.ConfigDict,
                 settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
   """Generates songs and writes them as MIDI files (plus vocab.json); returns the MIDI paths."""
   start = start_tokens(config, emotion=emotion, prompt=prompt)
+  if prompt is not None:
+    check_prompt(start, config, max_words, prompt.filename or 'the prompt')
   songs = generate(model, start, rng=jax.random.key(seed), num_songs=num_songs,
                    max_len=max_words, settings=settings_from_config(config, settings),
                    min_len=min_words, vocab=train.vocab_from_config(config))

@@ -84,6 +84,11 @@ def parse_pitches(text: str | None) -> list[int | None] | None:
 
 
 def options_from_flags() -> dict[str, Any]:
+  # Counts below 1 would reach numpy as negative array sizes (a traceback) or crop from the end.
+  if _NUM_SAMPLES.value < 1:
+    raise UserError(f'--num_samples must be >= 1, got {_NUM_SAMPLES.value}')
+  if _NUM_STEPS.value is not None and _NUM_STEPS.value < 1:
+    raise UserError(f'--num_steps must be >= 1, got {_NUM_STEPS.value}')
   return dict(task=_TASK.value, melody=_MELODY.value, pitches=parse_pitches(_PITCHES.value),
               steps_per_note=_STEPS_PER_NOTE.value, num_steps=_NUM_STEPS.value,
               out_dir=_OUT_DIR.value, num_samples=_NUM_SAMPLES.value,

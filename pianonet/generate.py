@@ -157,12 +157,20 @@ def seed_from_sequence(keys_N: np.ndarray, end: int, receptive_field: int, num_k
 
 def seed_from_midi(path: str, enc: data.Encoding, receptive_field: int, seconds: float | None
                    ) -> np.ndarray:
-  """The first `seconds` of a MIDI file (all of it if None) as key states, with silence in front
-  so that the seed fills a receptive field (training windows also start in silence)."""
+  """The first `seconds` of a MIDI (or MusicXML) file (all of it if None) as key states, with
+  silence in front so that the seed fills a receptive field (training windows also start in
+  silence)."""
   from common import midi  # pylint: disable=g-import-not-at-top
-  roll_TK, stats = data.sequence_to_roll(midi.read_midi(path), enc)
+  # read_music: the --melody flag offers MusicXML too (read_midi called a .xml "not a MIDI file").
+  return seed_from_notes(midi.read_music(path), enc, receptive_field, seconds, name=path)
+
+
+def seed_from_notes(seq: Any, enc: data.Encoding, receptive_field: int, seconds: float | None, *,
+                    name: str = 'the seed') -> np.ndarray:
+  """seed_from_midi for a NoteSequence already read; UserError naming `name` when no note fits."""
+  roll_TK, stats = data.sequence_to_roll(seq, enc)
   if not roll_TK.shape[0]:
-    raise UserError(f'{path}: no notes inside the key window (MIDI {enc.lowest_key}..'
+    raise UserError(f'{name}: no notes inside the key window (MIDI {enc.lowest_key}..'
                     f'{enc.lowest_key + enc.num_keys - 1}; {stats.out_of_range} notes outside).')
   if seconds is not None:
     roll_TK = roll_TK[:max(1, int(round(seconds * enc.steps_per_second)))]

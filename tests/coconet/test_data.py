@@ -101,6 +101,11 @@ def test_melody_from_pitches_and_range():
     data.soprano_from_melody([48, 80], transpose=True)
 
 
+def test_soprano_from_melody_crops_before_the_range_check():
+  soprano = data.soprano_from_melody([60, 62, 40], steps_per_note=2, num_steps=3)
+  np.testing.assert_array_equal(soprano, [60, 60, 62])  # the E2 after the crop does not count
+
+
 def test_melody_from_unquantized_sequence_takes_the_top_line():
   seq = music_pb2.NoteSequence()
   seq.tempos.add(qpm=120)

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from common.errors import UserError
+from pianonet import data
 from pianonet import generate
 from pianonet import model as model_lib
 
@@ -86,3 +88,31 @@ def test_seed_helpers_align_to_time_steps():
   assert len(seed) == 12  # 9 rounded up to whole steps of 4 keys
   np.testing.assert_array_equal(seed, keys_N[8:20])  # ends at the step boundary before 23
   assert len(generate.seed_from_sequence(keys_N, 6, 9, 4)) == 12  # silence in front
+
+
+_MUSICXML = """<?xml version="1.0" encoding="UTF-8"?>
+<score-partwise version="3.1">
+  <part-list><score-part id="P1"><part-name>Piano</part-name></score-part></part-list>
+  <part id="P1"><measure number="1">
+    <attributes><divisions>1</divisions><time><beats>4</beats><beat-type>4</beat-type></time>
+    </attributes>
+    {notes}
+  </measure></part>
+</score-partwise>
+"""
+
+
+def _musicxml(path, octave):
+  notes = ''.join(f'<note><pitch><step>{step}</step><octave>{octave}</octave></pitch>'
+                  '<duration>1</duration></note>' for step in 'CDEF')
+  path.write_text(_MUSICXML.format(notes=notes))
+  return str(path)
+
+
+def test_seed_from_midi_reads_musicxml_and_names_the_file(tmp_path):
+  enc = data.Encoding()  # keys 31..102
+  seed = generate.seed_from_midi(_musicxml(tmp_path / 'seed.musicxml', 4), enc, 8, None)
+  roll_TK = data.unflatten(seed, enc.num_keys)
+  assert sorted(set(np.nonzero(roll_TK)[1] + enc.lowest_key)) == [60, 62, 64, 65]
+  with pytest.raises(UserError, match=r'low.xml: no notes inside the key window .*4 notes outside'):
+    generate.seed_from_midi(_musicxml(tmp_path / 'low.xml', 0), enc, 8, None)
