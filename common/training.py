@@ -442,9 +442,10 @@ def _weights_manager(workdir: str, config: ml_collections.ConfigDict, step: int 
                     f'python -m experiments.train --workdir={workdir}')
   manager = _checkpoint_manager(workdir, config, read_only=True)
   step = manager.latest_step() if step is None else step
-  if step is None or step not in manager.all_steps():
+  have = sorted(manager.all_steps())
+  if step is None or step not in have:
     manager.close()
-    raise UserError(f'{workdir}: no checkpoint at step {step}; have {sorted(manager.all_steps())}')
+    raise UserError(f'{workdir}: no checkpoint at step {step}; have {have}')
   return manager, step
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from common import training
 from common.errors import UserError
-from musicvae import configs
 from musicvae import evaluate
 from musicvae import train
 
@@ -21,18 +20,9 @@ def test_unigram_baseline_by_hand():
                              -(math.log(4 / 7) + math.log(2 / 7)) / 2, rtol=1e-9)
 
 
-@pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('mvae_eval'))
-  config = configs.get_config('tiny')
-  config.num_train_steps = 10
-  training.train_and_evaluate(train.get_task(config), config, workdir)
-  return workdir
-
-
-def test_evaluate_from_flags_reports_accuracies_and_baseline(tiny_run, capsys):
-  config = training.read_config(tiny_run)
-  model = training.load_model(train.get_task(config), config, tiny_run)
+def test_evaluate_from_flags_reports_accuracies_and_baseline(tiny_musicvae_workdir, capsys):
+  config = training.read_config(tiny_musicvae_workdir)
+  model = training.load_model(train.get_task(config), config, tiny_musicvae_workdir)
   results = evaluate.evaluate_from_flags(model, config, {'split': 'test', 'max_pieces': 5})
   assert results['slices'] == 5
   for key in ('accuracy', 'sampled_accuracy', 'baseline_accuracy'):
@@ -41,8 +31,8 @@ def test_evaluate_from_flags_reports_accuracies_and_baseline(tiny_run, capsys):
   assert 'teacher-forced accuracy' in capsys.readouterr().out
 
 
-def test_evaluate_bad_max_pieces_is_a_user_error(tiny_run):
-  config = training.read_config(tiny_run)
-  model = training.load_model(train.get_task(config), config, tiny_run)
+def test_evaluate_bad_max_pieces_is_a_user_error(tiny_musicvae_workdir):
+  config = training.read_config(tiny_musicvae_workdir)
+  model = training.load_model(train.get_task(config), config, tiny_musicvae_workdir)
   with pytest.raises(UserError, match='max_pieces'):
     evaluate.evaluate_from_flags(model, config, {'split': 'test', 'max_pieces': 0})

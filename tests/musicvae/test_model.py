@@ -104,3 +104,25 @@ def test_projected_lstm_equals_flax_cells():
     state = tuple(new_state)
     ys.append(h)
   np.testing.assert_allclose(y_fast, jnp.stack(ys, axis=1), atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['flat', 'hier'])
+def test_conditioning_projected_once_equals_the_concatenated_input(name):
+  """The decoders project z (or the conductor's c) once per sequence (or bar); a step must equal
+  the obvious step of flax's cell on the concatenated input [previous one-hot, z or c]."""
+  model = _model(name)
+  dec = model.decoder
+  cond_BC = jax.random.normal(jax.random.key(5), (2, 8))
+  prev_BV = jax.nn.one_hot(jnp.array([3, 40]), 90)
+  if name == 'flat':
+    lstm, out = dec.lstm, dec.out
+    state = dec.initial_state(cond_BC)
+    _, fast = dec.step(state, prev_BV, cond_BC)
+  else:
+    lstm, out = dec.cores[0], dec.outs[0]
+    state = dec.core_state(0, cond_BC)
+    _, fast = dec.core_step(0, state, prev_BV, cond_BC)
+  h = jnp.concatenate([prev_BV, cond_BC], axis=-1)
+  for cell, carry in zip(lstm.cells, state):
+    _, h = cell(carry, h)
+  np.testing.assert_allclose(fast, out(h), atol=1e-6)

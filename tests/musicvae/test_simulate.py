@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from common import training
 from common.errors import UserError
 from musicvae import configs
 from musicvae import sample
@@ -121,12 +120,8 @@ def test_music_scorer_on_a_tiny_model():
 
 
 @pytest.mark.slow
-def test_simulate_main_with_a_trained_tiny_workdir(tmp_path):
-  config = configs.get_config('tiny')
-  config.num_train_steps = 2
-  config.eval_every_steps = 0
-  workdir = str(tmp_path / 'run')
-  training.train_and_evaluate(train.get_task(config), config, workdir)
+def test_simulate_main_with_a_trained_tiny_workdir(tiny_musicvae_workdir):
+  workdir = tiny_musicvae_workdir
   summary = simulate.simulate_main(workdir, num_seeds=3, max_generations=4, threshold=0.95)
   assert (summary['measure'], summary['target'], summary['z_dim']) == ('tokens', 'eval', 8)
   assert summary['methods']['evolution']['trials'] == 3
