@@ -103,40 +103,62 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array, cache: dict[str, jax.Array] | None = None,
                pos: jax.Array | int = 0) -> tuple[jax.Array, dict[str, jax.Array] | None]:
-    b, t, d = x_BTD.shape
+    t = x_BTD.shape[1]
     q_BHTK, k_BHTK, v_BHTK = self._split(x_BTD)
-    if cache is None:
-      if t > self.max_len:
-        raise ValueError(f'sequence length {t} exceeds max_len {self.max_len}')
-      logits_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
-      if self.relative:
-        rel_HTK = self.rel_HMK[:, self.max_len - t:]  # distances -(T-1)..0
-        logits_BHTS += skew(jnp.einsum('bhtk,hmk->bhtm', q_BHTK, rel_HTK))
-      q_pos_T = jnp.arange(t)
-      k_pos_S = jnp.arange(t)
-      keys_BHSK, values_BHSK, new_cache = k_BHTK, v_BHTK, None
-    else:
-      keys_BHSK = jax.lax.dynamic_update_slice(cache['k'], k_BHTK.astype(cache['k'].dtype),
-                                               (0, 0, pos, 0))
-      values_BHSK = jax.lax.dynamic_update_slice(cache['v'], v_BHTK.astype(cache['v'].dtype),
-                                                 (0, 0, pos, 0))
-      new_cache = {'k': keys_BHSK, 'v': values_BHSK}
-      logits_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, keys_BHSK)
-      s = keys_BHSK.shape[2]
-      q_pos_T = pos + jnp.arange(t)
-      k_pos_S = jnp.arange(s)
-      if self.relative:
-        qe_BHTM = jnp.einsum('bhtk,hmk->bhtm', q_BHTK, self.rel_HMK[...])
-        index_TS = jnp.clip(self.max_len - 1 + k_pos_S[None, :] - q_pos_T[:, None], 0,
-                            self.max_len - 1)
-        logits_BHTS += jnp.take_along_axis(
-            qe_BHTM, jnp.broadcast_to(index_TS, (b, self.num_heads, t, s)), axis=-1)
+    if cache is not None:
+      return self._cached(q_BHTK, k_BHTK, v_BHTK, cache, pos)
+    if t > self.max_len:
+      raise ValueError(f'sequence length {t} exceeds max_len {self.max_len}')
+    logits_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
+    if self.relative:
+      rel_HTK = self.rel_HMK[:, self.max_len - t:]  # distances -(T-1)..0
+      logits_BHTS += skew(jnp.einsum('bhtk,hmk->bhtm', q_BHTK, rel_HTK))
     logits_BHTS = logits_BHTS / math.sqrt(self.head_dim)
-    causal_TS = k_pos_S[None, :] <= q_pos_T[:, None]
-    logits_BHTS = jnp.where(causal_TS, logits_BHTS, _NEG)
+    positions_T = jnp.arange(t)
+    logits_BHTS = jnp.where(positions_T[None, :] <= positions_T[:, None], logits_BHTS, _NEG)
     weights_BHTS = jax.nn.softmax(logits_BHTS.astype(jnp.float32), axis=-1).astype(q_BHTK.dtype)
-    out_BHTK = jnp.einsum('bhts,bhsk->bhtk', weights_BHTS, values_BHSK)
-    return self.out(jnp.swapaxes(out_BHTK, 1, 2).reshape(b, t, d)), new_cache
+    return self._merge_heads(jnp.einsum('bhts,bhsk->bhtk', weights_BHTS, v_BHTK)), None
+
+  def _merge_heads(self, out_BHTK: jax.Array) -> jax.Array:
+    b, _, t, _ = out_BHTK.shape
+    return self.out(jnp.swapaxes(out_BHTK, 1, 2).reshape(b, t, -1))
+
+  def _relative_logits(self, q_BHTK: jax.Array, q_pos_T: jax.Array,
+                       k_pos_S: jax.Array) -> jax.Array:
+    """q . rel[k_pos - q_pos] for every query and key (a gather; skewing needs a full pass)."""
+    b, h, t, _ = q_BHTK.shape
+    qe_BHTM = jnp.einsum('bhtk,hmk->bhtm', q_BHTK, self.rel_HMK[...])
+    index_TS = jnp.clip(self.max_len - 1 + k_pos_S[None, :] - q_pos_T[:, None], 0,
+                        self.max_len - 1)
+    return jnp.take_along_axis(qe_BHTM, jnp.broadcast_to(index_TS, (b, h, t, len(k_pos_S))),
+                               axis=-1)
+
+  def _cached(self, q_BHTK, k_BHTK, v_BHTK, cache, pos):
+    """Attention of t new tokens at pos..pos+t-1 over the cache's first `pos` entries and
+    themselves; then the new keys and values are written into the cache.
+
+    Reading the cache before writing it matters for speed: when the attention read the updated
+    cache, XLA:CPU fused the update into each reader and copied the whole cache twice per step.
+    """
+    t, s = q_BHTK.shape[2], cache['k'].shape[2]
+    q_pos_T = pos + jnp.arange(t)
+    old_pos_S, new_pos_T = jnp.arange(s), q_pos_T
+    old_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, cache['k'].astype(q_BHTK.dtype))
+    new_BHTT = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
+    if self.relative:
+      old_BHTS += self._relative_logits(q_BHTK, q_pos_T, old_pos_S)
+      new_BHTT += self._relative_logits(q_BHTK, q_pos_T, new_pos_T)
+    old_BHTS = jnp.where(old_pos_S[None, :] < pos, old_BHTS, _NEG)  # entries not yet written
+    new_BHTT = jnp.where(new_pos_T[None, :] <= q_pos_T[:, None], new_BHTT, _NEG)
+    logits_BHTS = jnp.concatenate([old_BHTS, new_BHTT], -1) / math.sqrt(self.head_dim)
+    weights_BHTS = jax.nn.softmax(logits_BHTS.astype(jnp.float32), axis=-1).astype(q_BHTK.dtype)
+    out_BHTK = (jnp.einsum('bhts,bhsk->bhtk', weights_BHTS[..., :s],
+                           cache['v'].astype(q_BHTK.dtype))
+                + jnp.einsum('bhts,bhsk->bhtk', weights_BHTS[..., s:], v_BHTK))
+    new_cache = {name: jax.lax.dynamic_update_slice(cache[name], x.astype(cache[name].dtype),
+                                                    (0, 0, pos, 0))
+                 for name, x in (('k', k_BHTK), ('v', v_BHTK))}
+    return self._merge_heads(out_BHTK), new_cache
 
 
 class Block(nnx.Module):

@@ -207,3 +207,20 @@ def test_bad_static_arguments():
     sampling.sample_logits(jax.random.key(0), jnp.zeros(3), top_p=0.0)
   with pytest.raises(ValueError, match='top_k'):
     sampling.top_k_mask(jnp.zeros(3), 0)
+
+
+@pytest.mark.parametrize('num_classes', [7, 600])  # the pairwise path, and the sort path
+def test_pairwise_and_sorted_ranks_agree(num_classes, monkeypatch):
+  """Both ways of ranking (all pairs for small vocabularies, argsort for large) give the same
+  top-k and top-p sets, ties included."""
+  rng = np.random.default_rng(num_classes)
+  logits_BV = np.round(rng.normal(size=(4, num_classes)) * 2, 1).astype(np.float32)  # with ties
+  logits_BV[1, :3] = -np.inf
+  results = []
+  for limit in (10**6, 0):  # every vocabulary pairwise, then every vocabulary sorted
+    monkeypatch.setattr(sampling, '_PAIRWISE_MAX_CLASSES', limit)
+    jax.clear_caches()
+    results.append([np.isfinite(np.asarray(sampling.top_p_mask(logits_BV, p))) for p in
+                    (0.3, 0.9)] + [np.isfinite(np.asarray(sampling.top_k_mask(logits_BV, 5)))])
+  for pairwise, sorted_ in zip(*results):
+    np.testing.assert_array_equal(pairwise, sorted_)
