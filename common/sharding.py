@@ -22,6 +22,9 @@ def maybe_initialize_distributed(coordinator_address: str | None, num_processes:
   """Joins a multi-host job when a coordinator is given; a no-op for single-process runs."""
   if not coordinator_address:
     return
+  # CPU processes exchange gradients through gloo (a no-op setting for GPU and TPU clients); it
+  # must be chosen before the CPU client exists.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id)
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
