@@ -43,6 +43,7 @@ def _base() -> ml_collections.ConfigDict:
   config.batch_size = 20
   config.num_train_steps = 100_000
   config.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
+  config.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   config.learning_rate = 2**-4
   config.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
   config.log_every_steps = 100

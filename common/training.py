@@ -274,6 +274,8 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     state, data_state = _restore(manager, start_step, state, state_sharding)
     data_iter.set_state(data_state)
     logging.info('Resumed from %s at step %d', manager.directory, start_step)
+  elif config.get('init_from'):
+    state = _init_weights_from(task, config, config.init_from, state, state_sharding)
   start_step = int(state['step'])
 
   eval_step = None
@@ -458,6 +460,26 @@ def _abstract_weights(task: TrainTask, config: ml_collections.ConfigDict
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           {'params': params, 'rest': rest})
   return eval_graphdef, abstract
+
+
+def _init_weights_from(task: TrainTask, config: ml_collections.ConfigDict, source: str,
+                       state: dict, state_sharding: Any) -> dict:
+  """A fresh train state whose weights are those of the latest checkpoint in `source` (a
+  training workdir or an export); step and optimizer state start anew. Fine-tuning, e.g. CP-word
+  on EMOPIA from a Pop1K7 model: the model config must match the source's."""
+  manager, step = _weights_manager(source, config, None)
+  _, abstract = _abstract_weights(task, config)
+  try:
+    weights = _restore_weights(manager, step, abstract)
+  except (ValueError, KeyError) as e:
+    raise UserError(f'init_from={source}: its weights do not fit this model config ({e}); '
+                    'use the same model settings as the run that wrote it') from e
+  finally:
+    manager.close()
+  new_state = dict(state, params=weights['params'], rest=weights['rest'])
+  new_state = jax.device_put(new_state, state_sharding)
+  logging.info('Initialised the weights from %s (step %d)', source, step)
+  return new_state
 
 
 def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,

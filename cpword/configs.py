@@ -75,6 +75,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.grad_clip_norm = 3.0
   c.num_train_steps = 200_000
   c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
+  c.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   c.log_every_steps = 100
   c.eval_every_steps = 2000
   c.checkpoint_every_steps = 2000

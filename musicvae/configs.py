@@ -55,6 +55,7 @@ def _base() -> ml_collections.ConfigDict:
   c.max_eval_examples = 2048
   c.num_train_steps = 5000
   c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
+  c.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   c.learning_rate = 1e-3
   c.min_learning_rate = 1e-5
   c.decay_rate = 0.9999

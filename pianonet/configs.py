@@ -56,6 +56,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.batch_size = 32
   c.num_train_steps = 200_000
   c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
+  c.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   c.learning_rate = 1.5e-4
   c.grad_clip_norm = 1.0
   c.predicted_steps = 24     # the loss covers the last predicted_steps * num_keys positions

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -143,3 +144,29 @@ def test_exported_weights_load_like_the_training_checkpoint(tmp_path):
   assert os.path.exists(export / training.METRICS_FILE)
   with pytest.raises(UserError, match='already holds checkpoints'):
     training.export_weights(tiny_task.make_task(), config, str(run), str(export))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
+  source, tuned = tmp_path / 'source', tmp_path / 'tuned'
+  training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(12), str(source))
+  # Learning rate 0: one step changes no weight, so the new run's weights are the source's.
+  config = tiny_task.make_config(1, learning_rate=0.0, init_from=str(source),
+                                 checkpoint_every_steps=1)
+  training.train_and_evaluate(tiny_task.make_task(), config, str(tuned))
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  def weights(workdir, steps):
+    model = training.load_model(tiny_task.make_task(), tiny_task.make_config(steps), str(workdir))
+    return [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+  fresh = [np.asarray(v) for v in jax.tree.leaves(
+      nnx.state(tiny_task.TinyNet(nnx.Rngs(0)), nnx.Param))]
+  for got, want, init in zip(weights(tuned, 1), weights(source, 12), fresh):
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == init.shape
+  assert any(not np.array_equal(w, f) for w, f in zip(weights(source, 12), fresh))
+  # The new run counts its own steps: it has a checkpoint at step 1, not 13.
+  assert sorted(os.listdir(tuned / 'checkpoints'), key=int) == ['1']
+  with pytest.raises(UserError, match='no checkpoints found'):
+    training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(
+        1, init_from=str(tmp_path / 'missing')), str(tmp_path / 'other'))
