@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+import functools
 import os
 import tempfile
 from typing import Callable, Sequence
@@ -36,14 +36,32 @@ ENCODE_BATCH = 64
 # Jitted pieces (the model is an argument, so one compile serves any weights of the same shape).
 
 
-@nnx.jit
-def _encode(model: model_lib.MusicVAE, tokens_BTK: jax.Array):
-  return model.encode(tokens_BTK)
+def lstm_dtype() -> str:
+  """The LSTM products' dtype for encoding and sampling: $MUSICGEN_LSTM_DTYPE ('float32' or
+  'bfloat16'), by default bfloat16 where it is fast (model.bfloat16_is_fast). Training and
+  evaluation always use float32."""
+  choice = os.environ.get('MUSICGEN_LSTM_DTYPE', '').strip().lower()
+  if choice in ('float32', 'bfloat16'):
+    return choice
+  if choice:
+    raise UserError(f'MUSICGEN_LSTM_DTYPE={choice!r}: use float32 or bfloat16')
+  return 'bfloat16' if model_lib.bfloat16_is_fast() else 'float32'
 
 
-@nnx.jit
-def _decode(model: model_lib.MusicVAE, z_BZ: jax.Array, rng: jax.Array, temperature: jax.Array):
-  return model.sample(z_BZ, rng, temperature)[0]
+def inference_model(model: model_lib.MusicVAE, dtype: str) -> model_lib.MusicVAE:
+  """The model as encoding and sampling run it (call inside jit, so the cast is done once)."""
+  return model_lib.with_bfloat16_lstms(model) if dtype == 'bfloat16' else model
+
+
+@functools.partial(nnx.jit, static_argnames='dtype')
+def _encode(model: model_lib.MusicVAE, tokens_BTK: jax.Array, dtype: str):
+  return inference_model(model, dtype).encode(tokens_BTK)
+
+
+@functools.partial(nnx.jit, static_argnames='dtype')
+def _decode(model: model_lib.MusicVAE, z_BZ: jax.Array, rng: jax.Array, temperature: jax.Array,
+            dtype: str):
+  return inference_model(model, dtype).sample(z_BZ, rng, temperature)[0]
 
 
 def encode_tokens(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,
@@ -51,7 +69,8 @@ def encode_tokens(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,
   """Token slices (N, T, K) -> (z, mu, sigma), each (N, Z); z drawn from q(z|x)."""
   mus, sigmas = [], []
   for i in range(0, len(tokens_NTK), ENCODE_BATCH):
-    mu, sigma = _encode(model, jnp.asarray(tokens_NTK[i:i + ENCODE_BATCH], jnp.int32))
+    mu, sigma = _encode(model, jnp.asarray(tokens_NTK[i:i + ENCODE_BATCH], jnp.int32),
+                        lstm_dtype())
     mus.append(np.asarray(mu)), sigmas.append(np.asarray(sigma))
   mu, sigma = np.concatenate(mus), np.concatenate(sigmas)
   rng = jax.random.key(0) if rng is None else rng
@@ -65,7 +84,8 @@ def decode_tokens(model: model_lib.MusicVAE, z_NZ: np.ndarray, rng: jax.Array,
   out = []
   for i in range(0, len(z_NZ), ENCODE_BATCH):
     out.append(np.asarray(_decode(model, jnp.asarray(z_NZ[i:i + ENCODE_BATCH], jnp.float32),
-                                  jax.random.fold_in(rng, i), jnp.float32(temperature))))
+                                  jax.random.fold_in(rng, i), jnp.float32(temperature),
+                                  lstm_dtype())))
   return np.concatenate(out) if out else np.zeros((0, model.num_steps, len(model.vocab_sizes)))
 
 

@@ -101,12 +101,16 @@ def make_decoder(model: Any, batch_size: int = 160) -> Callable[[np.ndarray], np
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
+  from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
+
   graphdef, state = nnx.split(model)
+  dtype = sample_lib.lstm_dtype()
 
   @jax.jit
   def decode_batch(state, z_BZ):
     # Temperature 0 is argmax, so the key is never used for sampling.
-    return nnx.merge(graphdef, state).sample(z_BZ, jax.random.key(0), 0.0)[0]
+    model = sample_lib.inference_model(nnx.merge(graphdef, state), dtype)
+    return model.sample(z_BZ, jax.random.key(0), 0.0)[0]
 
   def decode(z_NZ: np.ndarray) -> np.ndarray:
     z_NZ = np.asarray(z_NZ, np.float32)
