@@ -158,4 +158,5 @@ def mel_16bar_hier(repeats: int, warmup: int) -> list[dict]:
                             original='does not fit in 24 GiB')
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   train['note'] += f'; peak resident memory of the benchmark process {peak_gib:.1f} GiB'
+  train['peak_gib'] = peak_gib
   return results + [train]

@@ -21,14 +21,20 @@ from absl import flags
 from absl import logging
 import jax
 
+from common.errors import UserError
 from experiments import benchmarks as registry
 from experiments import cli
+
+README_BEGIN = '<!-- bench:begin -->'
+README_END = '<!-- bench:end -->'
 
 _ONLY = flags.DEFINE_list('only', [], 'Run only benchmarks whose name starts with one of these.')
 _LIST = flags.DEFINE_bool('list', False, 'List the benchmarks and exit.')
 _OUT = flags.DEFINE_string('out', 'bench', 'Folder for results.json and results.md.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per benchmark (median reported).')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls first (compilation, caches).')
+_README = flags.DEFINE_string('readme', None, 'Also write the table into this file, between the '
+                              f'{README_BEGIN!r} and {README_END!r} lines (make bench: README.md).')
 
 
 def machine_description() -> str:
@@ -48,15 +54,37 @@ def machine_description() -> str:
   return f'{model}, {os.cpu_count()} cores'
 
 
-def _markdown(results: list[dict], machine: str) -> str:
-  lines = [f'Machine: {machine}; jax {jax.__version__}.', '',
-           '| benchmark | time | throughput | GFLOP/s | original | note |',
-           '|---|---|---|---|---|---|']
+def _time(seconds: float) -> str:
+  return f'{seconds:.2f} s' if seconds >= 1 else f'{seconds * 1e3:.1f} ms'
+
+
+def _markdown(results: list[dict], machine: str, *, notes: bool = True) -> str:
+  """The results table; with the issues' aims (met or not) and, when `notes`, the notes."""
+  dates = sorted({r.get('date', '?') for r in results})
+  when = dates[0] if len(dates) == 1 else f'{dates[0]} to {dates[-1]}'
+  lines = [f'Machine: {machine}; jax {jax.__version__}; measured {when}.', '',
+           '| benchmark | time | throughput | GFLOP/s | original, same machine | aim |'
+           + (' note |' if notes else ''),
+           '|---|---|---|---|---|---|' + ('---|' if notes else '')]
   for r in results:
     gflops = f'{r["gflops_per_s"]:.0f}' if r.get('gflops_per_s') else ''
-    lines.append(f'| {r["name"]} | {r["seconds"] * 1e3:.1f} ms | {r.get("throughput", "")} | '
-                 f'{gflops} | {r.get("original", "")} | {r.get("note", "")} |')
+    line = (f'| {r["name"]} | {_time(r["seconds"])} | {r.get("throughput", "")} | {gflops} | '
+            f'{r.get("original", "")} | {r.get("aim", "")} |')
+    lines.append(line + (f' {r.get("note", "")} |' if notes else ''))
   return '\n'.join(lines) + '\n'
+
+
+def write_readme_table(path: str, table: str) -> None:
+  """Replaces what lies between the README_BEGIN and README_END lines of `path` by `table`."""
+  with open(path) as f:
+    text = f.read()
+  if README_BEGIN not in text or README_END not in text:
+    raise UserError(f'{path} has no {README_BEGIN} ... {README_END} block for the table')
+  head, rest = text.split(README_BEGIN, 1)
+  _, tail = rest.split(README_END, 1)
+  with open(path + '.tmp', 'w') as f:
+    f.write(f'{head}{README_BEGIN}\n{table}{README_END}{tail}')
+  os.replace(path + '.tmp', path)
 
 
 def _merge_with_earlier(path: str, results: list[dict], machine: str) -> list[dict]:
@@ -81,6 +109,9 @@ def main(argv: list[str]) -> None:
     print('\n'.join(benchmarks))
     return
   selected = [n for n in benchmarks if not _ONLY.value or any(n.startswith(p) for p in _ONLY.value)]
+  # Parsing all of MAESTRO leaves the machine busy for a while (worker processes, page cache):
+  # it runs last so it cannot slow the model benchmarks.
+  selected.sort(key=lambda n: n.startswith('data/'))
   machine = machine_description()
   logging.info('Benchmarking %d item(s) on %s', len(selected), machine)
   results = []
@@ -94,6 +125,9 @@ def main(argv: list[str]) -> None:
     logging.info('%s done in %.0f s', name, time.perf_counter() - start)
   os.makedirs(_OUT.value, exist_ok=True)
   results = _merge_with_earlier(os.path.join(_OUT.value, 'results.json'), results, machine)
+  rows = {r['name']: r for r in results}
+  for r in results:
+    r['aim'] = registry.aim_status(r, rows)
   payload = {'machine': machine, 'jax': jax.__version__, 'results': results}
   for filename, text in (('results.json', json.dumps(payload, indent=2)),
                          ('results.md', _markdown(results, machine))):
@@ -103,6 +137,9 @@ def main(argv: list[str]) -> None:
     os.replace(path + '.tmp', path)
   print(_markdown(results, machine))
   print(f'Wrote {_OUT.value}/results.json and results.md')
+  if _README.value:
+    write_readme_table(_README.value, _markdown(results, machine, notes=False))
+    print(f'Wrote the table into {_README.value}')
 
 
 if __name__ == '__main__':

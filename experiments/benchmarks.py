@@ -7,9 +7,10 @@ implementation's figure on the same machine, from the issue tracker / REFERENCES
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -31,6 +32,7 @@ def all_benchmarks() -> dict[str, Callable[..., list[dict]]]:
   from experiments import bench_data  # noqa: F401
   from experiments import bench_musicvae  # noqa: F401
   from experiments import bench_pianonet  # noqa: F401
+  from experiments import bench_reference  # noqa: F401
   return dict(_REGISTRY)
 
 
@@ -60,6 +62,86 @@ def compiled_flops(jitted: Callable, *args, **kwargs) -> float | None:
     analysis = analysis[0] if analysis else {}
   flops = (analysis or {}).get('flops')
   return float(flops) if flops and flops > 0 else None
+
+
+# ------------------------------------------------------------------------------------------------
+# The issues' aims, checked on every run.
+
+
+@dataclasses.dataclass(frozen=True)
+class Aim:
+  """text: how the achieved value reads ('{:.0f} GFLOP/s; aim >= 240'); achieved: (row, every
+  row by name) -> the value, None when a row it needs was not run; met when the value is at least
+  `target` (at most, with at_most)."""
+  text: str
+  achieved: Callable[[dict, dict], Optional[float]]
+  target: float
+  at_most: bool = False
+
+
+def _field(key: str) -> Callable[[dict, dict], Optional[float]]:
+  return lambda row, rows: row.get(key)
+
+
+def _faster_than(original_s: float) -> Callable[[dict, dict], float]:
+  return lambda row, rows: original_s / row['seconds']
+
+
+def _time_ratio(slower: str, faster: str, scale: float = 1.0
+                ) -> Callable[[dict, dict], Optional[float]]:
+  """scale x seconds(slower) / seconds(faster)."""
+  def get(row, rows):
+    if slower not in rows or faster not in rows:
+      return None
+    return scale * rows[slower]['seconds'] / rows[faster]['seconds']
+  return get
+
+
+_SPEEDUP = "{:.2f}x the original's speed; aim "
+AIMS: dict[str, Aim] = {
+    'coconet/paper/train_step': Aim('{:.0f} GFLOP/s; aim >= 240', _field('gflops_per_s'), 240),
+    'coconet/paper/harmonize32': Aim('{:.0f} GFLOP/s; aim >= 240', _field('gflops_per_s'), 240),
+    'coconet/small_dilated/train_step': Aim(_SPEEDUP + '2x', _faster_than(0.141), 2),
+    'coconet/small_dilated/harmonize32': Aim(_SPEEDUP + '2x', _faster_than(0.75), 2),
+    # 64 pieces in the batch's time, against one piece in the single run's time.
+    'coconet/small_dilated/harmonize32_batch64': Aim(
+        '{:.1f}x the one-piece rate; aim 20x',
+        lambda row, rows: (64 * rows['coconet/small_dilated/harmonize32']['seconds']
+                           / row['seconds'] if 'coconet/small_dilated/harmonize32' in rows
+                           else None), 20),
+    'musicvae/mel_2bar_small/train_step_b512': Aim(_SPEEDUP + '1.2x', _faster_than(1.95), 1.2),
+    'musicvae/mel_2bar_small/train_step_b64': Aim(_SPEEDUP + '2x', _faster_than(0.416), 2),
+    'musicvae/mel_2bar_small/sample64': Aim(_SPEEDUP + '2x', _faster_than(0.076), 2),
+    'musicvae/mel_2bar_small/encode64': Aim(_SPEEDUP + '2x', _faster_than(0.104), 2),
+    'musicvae/mel_16bar_hier/train_step_b64': Aim('peak {:.1f} GiB; aim: fits in 24 GiB',
+                                                  _field('peak_gib'), 24, at_most=True),
+    'pianonet/paper/fast_1_stream': Aim('{:.3f} ms per key state; aim <= 0.14',
+                                        _field('ms_per_key_state'), 0.14, at_most=True),
+    'pianonet/paper/naive_1_stream': Aim(
+        'the queues are {:.0f}x faster; aim 200x',
+        lambda row, rows: (row['ms_per_key_state']
+                           / rows['pianonet/paper/fast_1_stream']['ms_per_key_state']
+                           if 'pianonet/paper/fast_1_stream' in rows else None), 200),
+    'cpword/paper/generate_1_song': Aim('{:.0f} words/s; aim >= 120',
+                                        _field('words_per_second'), 120),
+    'cpword/paper/generate_8_songs': Aim('{:.0f} words/s in total; aim >= 600',
+                                         _field('words_per_second'), 600),
+    'cpword/paper/cached_word_at_1024': Aim(
+        'the cache is {:.1f}x faster than a full pass; aim 20x',
+        _time_ratio('cpword/paper/full_prefix_1024', 'cpword/paper/cached_word_at_1024'), 20),
+}
+
+
+def aim_status(row: dict, rows: dict[str, dict]) -> str:
+  """'<achieved>: met' or ': not met' for a row an issue sets an aim for; '' otherwise."""
+  aim = AIMS.get(row['name'])
+  if aim is None:
+    return ''
+  value = aim.achieved(row, rows)
+  if value is None:
+    return ''
+  met = value <= aim.target if aim.at_most else value >= aim.target
+  return f'{aim.text.format(value)}: {"met" if met else "not met"}'
 
 
 def result(name: str, seconds: float, *, flops: float | None = None, **extra) -> dict:

@@ -1,10 +1,14 @@
-"""experiments/benchmark.py keeps earlier results of benchmarks that a run did not repeat."""
+"""experiments/benchmark.py: earlier results of benchmarks a run did not repeat are kept, the
+issues' aims are read from the rows, and the README's table block is rewritten in place."""
 
 import json
 
 import jax
+import pytest
 
+from common.errors import UserError
 from experiments import benchmark
+from experiments import benchmarks as registry
 
 
 def _write(path, machine, names):
@@ -69,3 +73,33 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
       'cpword/tiny/cached_word_at_32', 'cpword/tiny/full_prefix_32']
   assert all(r['seconds'] > 0 for r in results)
   assert results[2]['same_word'] and results[2]['speedup_vs_full'] > 0
+
+
+def test_aims_read_met_or_not_met_from_the_rows():
+  rows = {r['name']: r for r in [
+      {'name': 'cpword/paper/generate_1_song', 'seconds': 2.0, 'words_per_second': 128.0},
+      {'name': 'cpword/paper/generate_8_songs', 'seconds': 5.0, 'words_per_second': 410.0},
+      {'name': 'cpword/paper/cached_word_at_1024', 'seconds': 0.01},
+      {'name': 'cpword/paper/full_prefix_1024', 'seconds': 0.6},
+      {'name': 'musicvae/mel_16bar_hier/train_step_b64', 'seconds': 100.0, 'peak_gib': 12.8},
+      {'name': 'coconet/small_dilated/harmonize32_batch64', 'seconds': 17.6},
+      {'name': 'other/thing', 'seconds': 1.0}]}
+  status = {name: registry.aim_status(row, rows) for name, row in rows.items()}
+  assert status['cpword/paper/generate_1_song'] == '128 words/s; aim >= 120: met'
+  assert status['cpword/paper/generate_8_songs'].endswith('aim >= 600: not met')
+  assert status['cpword/paper/cached_word_at_1024'].startswith('the cache is 60.0x faster')
+  assert status['musicvae/mel_16bar_hier/train_step_b64'].endswith('fits in 24 GiB: met')
+  # A ratio to a row that was not run, and a row without an aim, say nothing.
+  assert status['coconet/small_dilated/harmonize32_batch64'] == ''
+  assert status['other/thing'] == ''
+
+
+def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'intro\n{benchmark.README_BEGIN}\nold table\n{benchmark.README_END}\nrest\n')
+  benchmark.write_readme_table(str(readme), '| new |\n')
+  assert readme.read_text() == (f'intro\n{benchmark.README_BEGIN}\n| new |\n'
+                                f'{benchmark.README_END}\nrest\n')
+  readme.write_text('no block\n')
+  with pytest.raises(UserError, match='no <!-- bench:begin -->'):
+    benchmark.write_readme_table(str(readme), '| new |\n')
