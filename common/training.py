@@ -263,6 +263,8 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
   sharding.check_batch_size(config.batch_size, mesh)
   _write_config(config, workdir)
 
+  if config.get('init_from'):  # before any checkpoint manager exists (see _check_same_model)
+    _check_same_model(read_config(config.init_from), config, config.init_from)
   setup = setup_training(task, config, mesh)
   state, state_sharding, train_step = setup.state, setup.state_sharding, setup.train_step
   eval_graphdef = setup.eval_graphdef
@@ -275,7 +277,11 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     data_iter.set_state(data_state)
     logging.info('Resumed from %s at step %d', manager.directory, start_step)
   elif config.get('init_from'):
-    state = _init_weights_from(task, config, config.init_from, state, state_sharding)
+    try:
+      state = _init_weights_from(task, config, config.init_from, state, state_sharding)
+    except BaseException:
+      manager.close()  # an open manager's threads would print tracebacks at exit
+      raise
   start_step = int(state['step'])
 
   eval_step = None
@@ -460,6 +466,24 @@ def _abstract_weights(task: TrainTask, config: ml_collections.ConfigDict
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           {'params': params, 'rest': rest})
   return eval_graphdef, abstract
+
+
+def _check_same_model(source_config: ml_collections.ConfigDict,
+                      config: ml_collections.ConfigDict, source: str) -> None:
+  """UserError naming the model settings in which two configs differ (checked before restoring:
+  a failed orbax restore leaves threads that print tracebacks at exit)."""
+  if source_config.get('task') != config.get('task'):
+    raise UserError(f'init_from={source}: a {source_config.get("task")} run cannot start a '
+                    f'{config.get("task")} run')
+  def settings(c):  # through JSON, as config.json stores them (tuples become lists)
+    return json.loads(c.model.to_json_best_effort()) if c.get('model') is not None else {}
+
+  mine, theirs = settings(config), settings(source_config)
+  differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+  if differ:
+    details = ', '.join(f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differ)
+    raise UserError(f'init_from={source}: the model settings differ ({details}); fine-tuning '
+                    'needs the same model')
 
 
 def _init_weights_from(task: TrainTask, config: ml_collections.ConfigDict, source: str,

@@ -133,7 +133,9 @@ class Attention(nnx.Module):
     return jnp.take_along_axis(qe_BHTM, jnp.broadcast_to(index_TS, (b, h, t, len(k_pos_S))),
                                axis=-1)
 
-  def _cached(self, q_BHTK, k_BHTK, v_BHTK, cache, pos):
+  def _cached(self, q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTK: jax.Array,
+              cache: dict[str, jax.Array], pos: jax.Array | int
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Attention of t new tokens at pos..pos+t-1 over the cache's first `pos` entries and
     themselves; then the new keys and values are written into the cache.
 

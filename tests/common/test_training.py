@@ -167,6 +167,12 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
   assert any(not np.array_equal(w, f) for w, f in zip(weights(source, 12), fresh))
   # The new run counts its own steps: it has a checkpoint at step 1, not 13.
   assert sorted(os.listdir(tuned / 'checkpoints'), key=int) == ['1']
-  with pytest.raises(UserError, match='no checkpoints found'):
+  with pytest.raises(UserError, match='no config.json|no checkpoints found'):
     training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(
         1, init_from=str(tmp_path / 'missing')), str(tmp_path / 'other'))
+  # Different model settings are named before anything is restored.
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  other = tiny_task.make_config(1, init_from=str(source),
+                                model=ml_collections.ConfigDict({'width': 32}))
+  with pytest.raises(UserError, match=r"model settings differ \(width: None there, 32 here\)"):
+    training.train_and_evaluate(tiny_task.make_task(), other, str(tmp_path / 'other2'))
