@@ -1,7 +1,7 @@
 r"""Speed benchmarks: train steps, sampling, preprocessing. Writes one JSON and a markdown table
 (and, with --readme, the README's table, each row with the issue's aim met or not).
 
-  python -m experiments.benchmark                      # everything (make bench)
+  python -m experiments.benchmark --readme=README.md   # everything, the README table too (make bench)
   python -m experiments.benchmark --only=coconet       # benchmarks whose name starts with coconet
   python -m experiments.benchmark --list
 
