@@ -100,7 +100,8 @@ def top_p_mask(logits_BV: jax.Array, top_p: float | jax.Array | None) -> jax.Arr
   weights_BV = jnp.exp(_shift_max_to_zero(x_BV))
   total_B1 = jnp.sum(weights_BV, axis=-1, keepdims=True)
   probs_BV = weights_BV / jnp.where(total_B1 > 0, total_B1, 1)
-  keep_BV = (_mass_before(probs_BV, x_BV) < top_p) | (_descending_rank(x_BV) == 0)
+  top_BV = jnp.arange(x_BV.shape[-1]) == jnp.argmax(x_BV, axis=-1, keepdims=True)  # always kept
+  keep_BV = (_mass_before(probs_BV, x_BV) < top_p) | top_BV
   return jnp.where(keep_BV, x_BV, -jnp.inf)
 
 

@@ -11,6 +11,7 @@ forced tokens, which is how the tests check that both paths give the same logits
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 from flax import nnx
@@ -393,6 +394,7 @@ def num_params(model: nnx.Module) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+@functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not on every encode/sample call
 def bfloat16_is_fast() -> bool:
   """Whether bf16 products beat f32 here: on GPUs and TPUs, and on CPUs with AVX512-BF16 or AMX
   (elsewhere XLA:CPU emulates bf16 products and they run slower than f32)."""

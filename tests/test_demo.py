@@ -6,13 +6,10 @@ import subprocess
 import sys
 
 import note_seq
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, 'pretrained', 'cpword_small')),
-                    reason='the pretrained checkpoints are not in this checkout')
 def test_demo_writes_music_for_every_model(tmp_path):
   out = tmp_path / 'demo'
   result = subprocess.run(

@@ -128,19 +128,12 @@
 
   async function start() {
     refreshControls();
-    let info;
-    try {
-      info = await api('GET', '/api/info', undefined, 'Connecting…');
-    } catch (e) {
+    const musicvae = await Studio.modelInfo('musicvae', 'controls');
+    if (!musicvae) {
       return;
     }
-    if (!info.musicvae.available) {
-      Studio.unavailable(info.musicvae.message);
-      $('controls').hidden = true;
-      return;
-    }
-    $('sigma').value = info.musicvae.sigma;
-    $('sigma-value').textContent = Number(info.musicvae.sigma).toFixed(2);
+    $('sigma').value = musicvae.sigma;
+    $('sigma-value').textContent = Number(musicvae.sigma).toFixed(2);
     await call('GET', '/api/evolve', undefined,
         'Decoding the first population (the first call compiles the model)…');
   }

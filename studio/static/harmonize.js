@@ -137,26 +137,19 @@
   }
 
   async function start() {
-    let info;
-    try {
-      info = await api('GET', '/api/info', undefined, 'Connecting…');
-    } catch (e) {
+    const coconet = await Studio.modelInfo('coconet', 'workspace');
+    if (!coconet) {
       return;
     }
-    if (!info.coconet.available) {
-      Studio.unavailable(info.coconet.message);
-      $('workspace').hidden = true;
-      return;
-    }
-    grid = info.coconet.grid;
-    maxUploadBytes = info.coconet.max_upload_bytes;
+    grid = coconet.grid;
+    maxUploadBytes = coconet.max_upload_bytes;
     melody = new Array(grid.steps).fill(null);
     const select = $('gibbs');
-    info.coconet.gibbs_steps.forEach((n) => {
+    coconet.gibbs_steps.forEach((n) => {
       const option = document.createElement('option');
       option.value = n;
       option.textContent = n;
-      option.selected = n === info.coconet.default_gibbs_steps;
+      option.selected = n === coconet.default_gibbs_steps;
       select.append(option);
     });
     buildGrid();

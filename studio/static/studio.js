@@ -137,12 +137,24 @@ const Studio = (() => {
     return `${NOTE_NAMES[pitch % 12]}${Math.floor(pitch / 12) - 1}`;
   }
 
-  // A notice box for a page whose model is not loaded.
-  function unavailable(message) {
-    const box = $('unavailable');
-    box.textContent = message;
-    box.hidden = false;
+  // /api/info's entry for a page's model, or null when the server could not be reached (api()
+  // shows why) or the model is not loaded (a notice box says why and `panelId` is hidden).
+  async function modelInfo(model, panelId) {
+    let info;
+    try {
+      info = await api('GET', '/api/info', undefined, 'Connecting…');
+    } catch (e) {
+      return null;
+    }
+    if (!info[model].available) {
+      const box = $('unavailable');
+      box.textContent = info[model].message;
+      box.hidden = false;
+      $(panelId).hidden = true;
+      return null;
+    }
+    return info[model];
   }
 
-  return {$, api, play, drawRoll, noteName, showError, unavailable, setBusy};
+  return {$, api, play, drawRoll, noteName, showError, modelInfo, setBusy};
 })();
