@@ -16,6 +16,7 @@ position `pos` (a traced scalar), so the step is jittable and prompt prefill is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -24,15 +25,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Cache = list[dict[str, jax.Array]]  # per layer: k_BHLK, v_BHLK
+from common import precision
+
+# Per layer: keys and values (B, H, S, K), each split into chunks along S (Attention._cached).
+LayerCache = dict[str, tuple[jax.Array, ...]]
+Cache = list[LayerCache]
+CACHE_CHUNKS = 8
 _NEG = -1e30
 # Weights are created as zeros and then filled from one random draw (`_init_weights`): compiling
 # one RNG program per weight shape costs ~0.5 s each on a CPU, far more than the tiny models' use.
 _ZEROS = nnx.initializers.zeros
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(d_in, d_out, kernel_init=_ZEROS, rngs=rngs)
+class Linear(nnx.Linear):
+  """nnx.Linear whose kernel may also be bfloat16 (`with_bfloat16_products`, for generation):
+  the product then accumulates in float32."""
+
+  def __init__(self, d_in: int, d_out: int, rngs: nnx.Rngs):
+    super().__init__(d_in, d_out, kernel_init=_ZEROS, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...]
+    if kernel.dtype == jnp.float32:
+      return super().__call__(x)
+    return precision.matmul(x, kernel) + self.bias[...]
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> Linear:
+  return Linear(d_in, d_out, rngs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +121,8 @@ class Attention(nnx.Module):
     q, k, v = (jnp.swapaxes(qkv[:, :, i], 1, 2) for i in range(3))  # each (B, H, T, K)
     return q, k, v
 
-  def __call__(self, x_BTD: jax.Array, cache: dict[str, jax.Array] | None = None,
-               pos: jax.Array | int = 0) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+  def __call__(self, x_BTD: jax.Array, cache: LayerCache | None = None,
+               pos: jax.Array | int = 0) -> tuple[jax.Array, LayerCache | None]:
     t = x_BTD.shape[1]
     q_BHTK, k_BHTK, v_BHTK = self._split(x_BTD)
     if cache is not None:
@@ -134,33 +154,84 @@ class Attention(nnx.Module):
                                axis=-1)
 
   def _cached(self, q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTK: jax.Array,
-              cache: dict[str, jax.Array], pos: jax.Array | int
-              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+              cache: LayerCache, pos: jax.Array | int) -> tuple[jax.Array, LayerCache]:
     """Attention of t new tokens at pos..pos+t-1 over the cache's first `pos` entries and
     themselves; then the new keys and values are written into the cache.
 
-    Reading the cache before writing it matters for speed: when the attention read the updated
-    cache, XLA:CPU fused the update into each reader and copied the whole cache twice per step.
+    The cache is stored in chunks (`cache_chunk_lengths`) and a step reads only the chunks
+    written so far (a lax.switch): reading the cache is a large part of a step at batch 8, and
+    early in a song most of it is empty. Separate arrays, because a slice of one array is a
+    copy on XLA:CPU. Reading the cache before writing it matters too: when the attention read
+    the updated cache, XLA:CPU fused the update into each reader and copied the whole cache.
     """
-    t, s = q_BHTK.shape[2], cache['k'].shape[2]
-    q_pos_T = pos + jnp.arange(t)
-    old_pos_S, new_pos_T = jnp.arange(s), q_pos_T
-    old_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, cache['k'].astype(q_BHTK.dtype))
-    new_BHTT = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
-    if self.relative:
-      old_BHTS += self._relative_logits(q_BHTK, q_pos_T, old_pos_S)
-      new_BHTT += self._relative_logits(q_BHTK, q_pos_T, new_pos_T)
-    old_BHTS = jnp.where(old_pos_S[None, :] < pos, old_BHTS, _NEG)  # entries not yet written
-    new_BHTT = jnp.where(new_pos_T[None, :] <= q_pos_T[:, None], new_BHTT, _NEG)
-    logits_BHTS = jnp.concatenate([old_BHTS, new_BHTT], -1) / math.sqrt(self.head_dim)
-    weights_BHTS = jax.nn.softmax(logits_BHTS.astype(jnp.float32), axis=-1).astype(q_BHTK.dtype)
-    out_BHTK = (jnp.einsum('bhts,bhsk->bhtk', weights_BHTS[..., :s],
-                           cache['v'].astype(q_BHTK.dtype))
-                + jnp.einsum('bhts,bhsk->bhtk', weights_BHTS[..., s:], v_BHTK))
-    new_cache = {name: jax.lax.dynamic_update_slice(cache[name], x.astype(cache[name].dtype),
-                                                    (0, 0, pos, 0))
+    starts = np.cumsum([0] + [c.shape[2] for c in cache['k']])
+    attend = [functools.partial(self._attend, num_chunks=n) for n in range(1, len(starts))]
+    # Branch j reads chunks 0..j: enough when every old entry (< pos) lies before starts[j + 1].
+    branch = jnp.sum(jnp.asarray(starts[1:-1]) < pos)
+    out_BHTK = jax.lax.switch(branch, attend, q_BHTK, k_BHTK, v_BHTK, cache, pos)
+    new_cache = {name: tuple(_write_chunk(chunk, x, pos - start)
+                             for chunk, start in zip(cache[name], starts))
                  for name, x in (('k', k_BHTK), ('v', v_BHTK))}
     return self._merge_heads(out_BHTK), new_cache
+
+  def _attend(self, q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTK: jax.Array,
+              cache: LayerCache, pos: jax.Array | int, *, num_chunks: int) -> jax.Array:
+    """Attention output (B, H, T, K) over the cache's first `num_chunks` chunks (entries >= pos
+    are masked) and the new tokens."""
+    t = q_BHTK.shape[2]
+    q_pos_T = pos + jnp.arange(t)
+    pieces = [(k, v, jnp.arange(k.shape[2])) for k, v in zip(cache['k'], cache['v'])]
+    logits, values, start = [], [], 0
+    for k_BHSK, v_BHSK, offsets_S in pieces[:num_chunks]:
+      old_pos_S = start + offsets_S
+      old_BHTS = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHSK.astype(q_BHTK.dtype))
+      if self.relative:
+        old_BHTS += self._relative_logits(q_BHTK, q_pos_T, old_pos_S)
+      logits.append(jnp.where(old_pos_S[None, :] < pos, old_BHTS, _NEG))  # not yet written
+      values.append(v_BHSK.astype(q_BHTK.dtype))
+      start += k_BHSK.shape[2]
+    new_BHTT = jnp.einsum('bhtk,bhsk->bhts', q_BHTK, k_BHTK)
+    if self.relative:
+      new_BHTT += self._relative_logits(q_BHTK, q_pos_T, q_pos_T)
+    logits.append(jnp.where(q_pos_T[None, :] <= q_pos_T[:, None], new_BHTT, _NEG))
+    values.append(v_BHTK)
+    logits_BHTS = jnp.concatenate(logits, -1) / math.sqrt(self.head_dim)
+    weights_BHTS = jax.nn.softmax(logits_BHTS.astype(jnp.float32), axis=-1).astype(q_BHTK.dtype)
+    out_BHTK, start = 0.0, 0
+    for v_BHSK in values:
+      n = v_BHSK.shape[2]
+      out_BHTK += jnp.einsum('bhts,bhsk->bhtk', weights_BHTS[..., start:start + n], v_BHSK)
+      start += n
+    return out_BHTK
+
+
+def _write_chunk(chunk_BHSK: jax.Array, x_BHTK: jax.Array, offset: jax.Array) -> jax.Array:
+  """The chunk with x written at chunk positions offset..offset+t-1, where they fall inside it.
+
+  One new entry (generation) is written in place: a dynamic update of one slot that rewrites
+  the slot's own value when the position is in another chunk. Several (a prompt) rewrite the
+  chunk with a select, once per prompt.
+  """
+  b, h, s, k = chunk_BHSK.shape
+  x_BHTK = x_BHTK.astype(chunk_BHSK.dtype)
+  t = x_BHTK.shape[2]
+  if t == 1:
+    index = jnp.clip(offset, 0, s - 1)
+    old_BH1K = jax.lax.dynamic_slice(chunk_BHSK, (0, 0, index, 0), (b, h, 1, k))
+    inside = (offset >= 0) & (offset < s)
+    return jax.lax.dynamic_update_slice(chunk_BHSK, jnp.where(inside, x_BHTK, old_BH1K),
+                                        (0, 0, index, 0))
+  source_S = jnp.arange(s) - offset  # which new token lands on each chunk position
+  taken_BHSK = jnp.take(x_BHTK, jnp.clip(source_S, 0, t - 1), axis=2)
+  return jnp.where(((source_S >= 0) & (source_S < t))[:, None], taken_BHSK, chunk_BHSK)
+
+
+def cache_chunk_lengths(cache_len: int, chunks: int = CACHE_CHUNKS) -> list[int]:
+  """How a cache of cache_len positions is split: at most `chunks` pieces, multiples of 16
+  except the last."""
+  per_chunk = -(-cache_len // chunks)
+  step = -(-per_chunk // 16) * 16
+  return [min(step, cache_len - start) for start in range(0, cache_len, step)]
 
 
 class Block(nnx.Module):
@@ -214,8 +285,12 @@ class Transformer(nnx.Module):
     """An empty KV cache for `length` positions (at most max_len)."""
     if length > self.max_len:
       raise ValueError(f'cache length {length} exceeds max_len {self.max_len}')
-    shape = (batch_size, self.blocks[0].attn.num_heads, length, self.blocks[0].attn.head_dim)
-    return [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)} for _ in self.blocks]
+    attn = self.blocks[0].attn
+
+    def chunks():
+      return tuple(jnp.zeros((batch_size, attn.num_heads, n, attn.head_dim), dtype)
+                   for n in cache_chunk_lengths(length))
+    return [{'k': chunks(), 'v': chunks()} for _ in self.blocks]
 
   def hidden(self, tokens_BTF: jax.Array, cache: Cache | None = None,
              pos: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
@@ -249,3 +324,18 @@ class Transformer(nnx.Module):
     if self.multi_field:
       logits.update(self.field_logits(h_BTD, target_type_BT))
     return logits
+
+
+def with_bfloat16_products(model: Transformer) -> Transformer:
+  """A copy of `model` whose dense layers multiply in bfloat16 with float32 accumulation
+  (embeddings, norms, attention over the cache and sampling stay float32), for generation.
+
+  Generation at batch > 1 reads every weight once per word, and bf16 weights are half the bytes.
+  The input model is left as it is.
+  """
+  graphdef, state = nnx.split(model)
+  copy = nnx.merge(graphdef, state)
+  for _, module in nnx.iter_graph(copy):
+    if isinstance(module, Linear):
+      module.kernel = nnx.Param(module.kernel[...].astype(jnp.bfloat16))
+  return copy

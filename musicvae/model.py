@@ -18,6 +18,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from common import precision
 from common import sampling
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]  # ((c, h) per layer)
@@ -74,7 +75,7 @@ class StackedLSTM(nnx.Module):
     """The first layer's input transform x @ W_i[rows] (B, 4H). The decoders project the part of
     their input that is constant over a sequence or bar (z, the conductor's c) once, outside the
     time loop, and `step_projected` adds the rest per step."""
-    return _matmul(x_BI, self.cells[0].dense_i.kernel[rows])
+    return precision.matmul(x_BI, self.cells[0].dense_i.kernel[rows])
 
   def step_projected(self, state: LSTMState, projected_BG: jax.Array
                      ) -> tuple[LSTMState, jax.Array]:
@@ -82,7 +83,7 @@ class StackedLSTM(nnx.Module):
     carry, h_BH = _lstm_update(self.cells[0], state[0], projected_BG)
     new_state = [carry]
     for cell, carry in zip(self.cells[1:], state[1:]):
-      carry, h_BH = _lstm_update(cell, carry, _matmul(h_BH, cell.dense_i.kernel[...]))
+      carry, h_BH = _lstm_update(cell, carry, precision.matmul(h_BH, cell.dense_i.kernel[...]))
       new_state.append(carry)
     return tuple(new_state), h_BH
 
@@ -97,17 +98,11 @@ class StackedLSTM(nnx.Module):
     return state, jnp.swapaxes(y_TBH, 0, 1)
 
 
-def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x @ kernel in the kernel's dtype with float32 accumulation and result: the LSTM kernels
-  are float32, or bfloat16 in a model from `with_bfloat16_lstms` (inference)."""
-  return jnp.dot(x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
-
-
 def _lstm_update(cell: nnx.OptimizedLSTMCell, carry: tuple[jax.Array, jax.Array],
                  projected_BG: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
   """nnx.OptimizedLSTMCell's update (gates i, f, g, o) with dense_i(x) given as `projected_BG`."""
   c_BH, h_BH = carry
-  recurrent_BG = _matmul(h_BH, cell.dense_h.kernel[...]) + cell.dense_h.bias[...]
+  recurrent_BG = precision.matmul(h_BH, cell.dense_h.kernel[...]) + cell.dense_h.bias[...]
   i, f, g, o = jnp.split(projected_BG + recurrent_BG, 4, axis=-1)
   new_c = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
   new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
@@ -394,27 +389,13 @@ def num_params(model: nnx.Module) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-@functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not on every encode/sample call
-def bfloat16_is_fast() -> bool:
-  """Whether bf16 products beat f32 here: on GPUs and TPUs, and on CPUs with AVX512-BF16 or AMX
-  (elsewhere XLA:CPU emulates bf16 products and they run slower than f32)."""
-  if jax.default_backend() != 'cpu':
-    return True
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line for line in f if line.startswith('flags')), '').split()
-  except OSError:
-    return False
-  return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
-
 def with_bfloat16_lstms(model: MusicVAE) -> MusicVAE:
   """A copy of `model` whose LSTM kernels are bfloat16 (products accumulate in float32; gates,
   states and every other layer stay float32), for inference inside a jitted function.
 
-  On CPUs with bf16 dot instructions (AVX512-BF16, as on this project's Zen 4 machine) the batched
-  LSTM steps of encoding and sampling run much faster; called inside jit, the cast happens once
-  per call, outside the time loops. The input model is left as it is.
+  Where bf16 products are fast (common.precision) the batched LSTM steps of encoding and sampling
+  run much faster; called inside jit, the cast happens once per call, outside the time loops.
+  The input model is left as it is.
   """
   graphdef, state = nnx.split(model)
   flat = dict(nnx.to_flat_state(state))

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from common import midi
+from common import precision
 from common.errors import UserError
 from musicvae import data
 from musicvae import model as model_lib
@@ -34,18 +35,6 @@ ENCODE_BATCH = 64
 
 # ------------------------------------------------------------------------------------------------
 # Jitted pieces (the model is an argument, so one compile serves any weights of the same shape).
-
-
-def lstm_dtype() -> str:
-  """The LSTM products' dtype for encoding and sampling: $MUSICGEN_LSTM_DTYPE ('float32' or
-  'bfloat16'), by default bfloat16 where it is fast (model.bfloat16_is_fast). Training and
-  evaluation always use float32."""
-  choice = os.environ.get('MUSICGEN_LSTM_DTYPE', '').strip().lower()
-  if choice in ('float32', 'bfloat16'):
-    return choice
-  if choice:
-    raise UserError(f'MUSICGEN_LSTM_DTYPE={choice!r}: use float32 or bfloat16')
-  return 'bfloat16' if model_lib.bfloat16_is_fast() else 'float32'
 
 
 def inference_model(model: model_lib.MusicVAE, dtype: str) -> model_lib.MusicVAE:
@@ -69,8 +58,8 @@ def encode_tokens(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,
   """Token slices (N, T, K) -> (z, mu, sigma), each (N, Z); z drawn from q(z|x)."""
   mus, sigmas = [], []
   for i in range(0, len(tokens_NTK), ENCODE_BATCH):
-    mu, sigma = _encode(model, jnp.asarray(tokens_NTK[i:i + ENCODE_BATCH], jnp.int32),
-                        lstm_dtype())
+    chunk = tokens_NTK[i:i + ENCODE_BATCH]
+    mu, sigma = _encode(model, jnp.asarray(chunk, jnp.int32), precision.inference_dtype(len(chunk)))
     mus.append(np.asarray(mu)), sigmas.append(np.asarray(sigma))
   mu, sigma = np.concatenate(mus), np.concatenate(sigmas)
   rng = jax.random.key(0) if rng is None else rng
@@ -83,9 +72,10 @@ def decode_tokens(model: model_lib.MusicVAE, z_NZ: np.ndarray, rng: jax.Array,
   """z (N, Z) -> tokens int32 (N, T, K) by free-running decoding (temperature 0 = argmax)."""
   out = []
   for i in range(0, len(z_NZ), ENCODE_BATCH):
-    out.append(np.asarray(_decode(model, jnp.asarray(z_NZ[i:i + ENCODE_BATCH], jnp.float32),
+    chunk = z_NZ[i:i + ENCODE_BATCH]
+    out.append(np.asarray(_decode(model, jnp.asarray(chunk, jnp.float32),
                                   jax.random.fold_in(rng, i), jnp.float32(temperature),
-                                  lstm_dtype())))
+                                  precision.inference_dtype(len(chunk)))))
   return np.concatenate(out) if out else np.zeros((0, model.num_steps, len(model.vocab_sizes)))
 
 

@@ -101,10 +101,11 @@ def make_decoder(model: Any, batch_size: int = 160) -> Callable[[np.ndarray], np
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
+  from common import precision  # pylint: disable=g-import-not-at-top
   from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
 
   graphdef, state = nnx.split(model)
-  dtype = sample_lib.lstm_dtype()
+  dtype = precision.inference_dtype(batch_size)
 
   @jax.jit
   def decode_batch(state, z_BZ):
@@ -285,6 +286,7 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
 def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
                   seeds: Sequence[int], population_size: int) -> tuple[Scorer, int, str]:
   from common import training  # pylint: disable=g-import-not-at-top
+  from common import precision  # pylint: disable=g-import-not-at-top
   from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
   from musicvae import train  # pylint: disable=g-import-not-at-top
   config = training.read_config(workdir)

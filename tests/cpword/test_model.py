@@ -46,19 +46,24 @@ def test_relative_attention_logits_match_a_direct_computation():
 def test_cached_steps_equal_full_forward(tiny_model, representation, relative):
   _, model = tiny_model(representation, relative)
   families = model.families
-  t, prompt = 10, 3
+  # The cache is stored in chunks of 16 positions (16, 16, 12); the prompt (19 words) and a
+  # later block of 6 words at 30 are written across chunk boundaries, the rest one at a time.
+  t, prompt, block_at, block = 40, 19, 30, 6
+  assert [c.shape[2] for c in model.init_cache(2, t + 4)[0]['k']] == [16, 16, 12]
   tokens_BTF = jnp.stack([jax.random.randint(jax.random.key(i), (2, t), 0, f.vocab_size)
                           for i, f in enumerate(families)], axis=-1)
   # Jitted with the weights as arguments (as constants XLA would try to fold them).
   graphdef, state = nnx.split(model)
   full = jax.jit(lambda state, tok: nnx.merge(graphdef, state)(tok, tok[..., 0]))(state, tokens_BTF)
   step = jax.jit(lambda state, tok, cache, pos: nnx.merge(graphdef, state).hidden(tok, cache, pos))
-  cache = model.init_cache(2, 12)  # longer than the sequence: unused slots must not leak
+  cache = model.init_cache(2, t + 4)  # longer than the sequence: unused slots must not leak
   h_BPD, cache = step(state, tokens_BTF[:, :prompt], cache, jnp.asarray(0))  # prefill
-  hs = [h_BPD]
-  for pos in range(prompt, t):
-    h_B1D, cache = step(state, tokens_BTF[:, pos:pos + 1], cache, jnp.asarray(pos))
-    hs.append(h_B1D)
+  hs, pos = [h_BPD], prompt
+  while pos < t:
+    n = block if pos == block_at else 1
+    h_BND, cache = step(state, tokens_BTF[:, pos:pos + n], cache, jnp.asarray(pos))
+    hs.append(h_BND)
+    pos += n
   h_BTD = jnp.concatenate(hs, axis=1)
   np.testing.assert_allclose(model.first_logits(h_BTD), full[families[0].name], atol=1e-4)
   if len(families) > 1:
@@ -78,3 +83,20 @@ def test_type_conditioning_changes_field_logits(tiny_model):
   b = model.field_logits(h_BTD, jnp.array([[1, 2]]))['pitch']
   np.testing.assert_allclose(a[:, 0], b[:, 0])
   assert not np.allclose(a[:, 1], b[:, 1])
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_bfloat16_products_stay_close_to_float32(tiny_model, representation):
+  _, model = tiny_model(representation, True)
+  fast = model_lib.with_bfloat16_products(model)
+  linears = [m for _, m in nnx.iter_graph(fast) if isinstance(m, model_lib.Linear)]
+  assert all(m.kernel[...].dtype == jnp.bfloat16 for m in linears)
+  assert all(m.kernel[...].dtype == jnp.float32
+             for _, m in nnx.iter_graph(model) if isinstance(m, model_lib.Linear))
+  tokens_BTF = jnp.stack([jax.random.randint(jax.random.key(i), (2, 12), 0, f.vocab_size)
+                          for i, f in enumerate(model.families)], axis=-1)
+  name = model.families[0].name
+  want, got = model(tokens_BTF, tokens_BTF[..., 0])[name], fast(tokens_BTF, tokens_BTF[..., 0])[name]
+  scale = float(jnp.abs(want).max())
+  np.testing.assert_allclose(got, want, atol=0.03 * scale)
+  assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.9  # near-ties may flip

@@ -1,4 +1,4 @@
-"""bfloat16 LSTM products for encoding and sampling (musicvae.sample.lstm_dtype): the fast path
+"""bfloat16 LSTM products for encoding and sampling (common.precision): the fast path
 agrees with the float32 one on a trained model, and the model itself stays float32."""
 
 import jax
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from common import precision
 from common import training
 from common.errors import UserError
 from musicvae import data
@@ -40,7 +41,7 @@ def test_bfloat16_encoding_and_sampling_agree_with_float32(trained, monkeypatch)
   z = np.random.default_rng(0).standard_normal((16, model.z_dim)).astype(np.float32)
   out = {}
   for dtype in ('float32', 'bfloat16'):
-    monkeypatch.setenv('MUSICGEN_LSTM_DTYPE', dtype)
+    monkeypatch.setenv('MUSICGEN_INFERENCE_DTYPE', dtype)
     _, mu, sigma = sample.encode_tokens(model, tokens)
     out[dtype] = mu, sigma, sample.decode_tokens(model, z, jax.random.key(0), temperature=0.0)
   (mu32, sigma32, tokens32), (mu16, sigma16, tokens16) = out['float32'], out['bfloat16']
@@ -51,6 +52,6 @@ def test_bfloat16_encoding_and_sampling_agree_with_float32(trained, monkeypatch)
 
 
 def test_bad_dtype_setting_is_a_user_error(monkeypatch):
-  monkeypatch.setenv('MUSICGEN_LSTM_DTYPE', 'float16')
-  with pytest.raises(UserError, match='MUSICGEN_LSTM_DTYPE'):
-    sample.lstm_dtype()
+  monkeypatch.setenv('MUSICGEN_INFERENCE_DTYPE', 'float16')
+  with pytest.raises(UserError, match='MUSICGEN_INFERENCE_DTYPE'):
+    precision.inference_dtype()

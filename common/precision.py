@@ -1,0 +1,56 @@
+"""bfloat16 products for inference, where they are faster, with float32 accumulation.
+
+On CPUs with bf16 dot instructions (AVX512-BF16, AMX) and on GPUs/TPUs, products with bf16
+weights read half the bytes and run faster; XLA:CPU elsewhere emulates them, slower than f32.
+Even with the instructions, a product with a single row (one song, one melody) takes XLA:CPU's
+slow bf16 matrix-vector path, so one row stays f32. Training and evaluation are always f32.
+
+$MUSICGEN_INFERENCE_DTYPE=float32|bfloat16 overrides the automatic choice.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+from common.errors import UserError
+
+ENV_VAR = 'MUSICGEN_INFERENCE_DTYPE'
+DTYPES = ('float32', 'bfloat16')
+
+
+@functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not on every call
+def bfloat16_is_fast() -> bool:
+  """Whether bf16 products beat f32 here: on GPUs and TPUs, and on CPUs with AVX512-BF16 or AMX."""
+  if jax.default_backend() != 'cpu':
+    return True
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((line for line in f if line.startswith('flags')), '').split()
+  except OSError:
+    return False
+  return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+
+def inference_dtype(rows: int | None = None) -> str:
+  """'float32' or 'bfloat16' for the products of an inference pass over `rows` rows at a time:
+  $MUSICGEN_INFERENCE_DTYPE when set, else bfloat16 where it is fast and rows > 1 (None: many)."""
+  choice = os.environ.get(ENV_VAR, '').strip().lower()
+  if choice in DTYPES:
+    return choice
+  if choice:
+    raise UserError(f'{ENV_VAR}={choice!r}: use float32 or bfloat16')
+  many_rows = rows is None or rows > 1
+  return 'bfloat16' if many_rows and bfloat16_is_fast() else 'float32'
+
+
+def matmul(x: jax.Array, kernel: jax.Array, *, transposed: bool = False) -> jax.Array:
+  """x @ kernel (or x @ kernel.T when `transposed`) in the kernel's dtype, accumulated and
+  returned in float32."""
+  contract = 1 if transposed else 0
+  return jax.lax.dot_general(x.astype(kernel.dtype), kernel,
+                             (((x.ndim - 1,), (contract,)), ((), ())),
+                             preferred_element_type=jnp.float32)
