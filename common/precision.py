@@ -54,3 +54,31 @@ def matmul(x: jax.Array, kernel: jax.Array, *, transposed: bool = False) -> jax.
   return jax.lax.dot_general(x.astype(kernel.dtype), kernel,
                              (((x.ndim - 1,), (contract,)), ((), ())),
                              preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def matmul_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel with bf16 operands and float32 accumulation, forward and backward: the
+  gradients' products (g @ kernel.T, x.T @ g) are bf16 too. x, kernel and the result are
+  float32 (mixed-precision training keeps float32 weights)."""
+  return jnp.dot(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                 preferred_element_type=jnp.float32)
+
+
+def _matmul_bf16_fwd(x, kernel):
+  x16, k16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  return jnp.dot(x16, k16, preferred_element_type=jnp.float32), (x16, k16)
+
+
+def _matmul_bf16_bwd(saved, g):
+  x16, k16 = saved
+  g16 = g.astype(jnp.bfloat16)
+  dx = jax.lax.dot_general(g16, k16, (((g.ndim - 1,), (1,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+  x2 = x16.reshape(-1, x16.shape[-1])
+  dk = jax.lax.dot_general(x2, g16.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+  return dx, dk
+
+
+matmul_bf16.defvjp(_matmul_bf16_fwd, _matmul_bf16_bwd)

@@ -128,14 +128,24 @@ def encode_result(name: str, config, *, repeats: int, warmup: int, original: str
                       note=f'{NUM_EXAMPLES} NoteSequences of {enc.num_bars} bars')
 
 
+_MIXED = '; --config.mixed_precision=True (bf16 LSTM products, f32 accumulation and weights)'
+
+
 @bench.register('musicvae/mel_2bar_small')
 def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
   config = configs.get_config('mel_2bar_small')
+  mixed = configs.get_config('mel_2bar_small')
+  mixed.mixed_precision = True
   return [
       train_step_result('musicvae/mel_2bar_small/train_step_b512', config, 512, repeats=repeats,
                         warmup=warmup, original='1.95 s (~180 GFLOP/s)'),
       train_step_result('musicvae/mel_2bar_small/train_step_b64', config, 64, repeats=repeats,
                         warmup=warmup, original='0.416 s'),
+      train_step_result('musicvae/mel_2bar_small/train_step_b512_mixed', mixed, 512,
+                        repeats=repeats, warmup=warmup, original='1.95 s (~180 GFLOP/s)',
+                        note=_MIXED),
+      train_step_result('musicvae/mel_2bar_small/train_step_b64_mixed', mixed, 64,
+                        repeats=repeats, warmup=warmup, original='0.416 s', note=_MIXED),
       sample_result('musicvae/mel_2bar_small/sample64', config, repeats=repeats, warmup=warmup,
                     original='0.076 s'),
       encode_result('musicvae/mel_2bar_small/encode64', config, repeats=repeats, warmup=warmup,

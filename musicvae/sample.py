@@ -39,7 +39,7 @@ ENCODE_BATCH = 64
 
 def inference_model(model: model_lib.MusicVAE, dtype: str) -> model_lib.MusicVAE:
   """The model as encoding and sampling run it (call inside jit, so the cast is done once)."""
-  return model_lib.with_bfloat16_lstms(model) if dtype == 'bfloat16' else model
+  return model_lib.inference_copy(model, dtype)
 
 
 @functools.partial(nnx.jit, static_argnames='dtype')

@@ -211,11 +211,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.MusicVAE:
   enc = encoding_from_config(config)
   m = config.model
-  return model_lib.MusicVAE(
+  model = model_lib.MusicVAE(
       vocab_sizes=enc.vocab_sizes, num_steps=enc.num_steps, z_dim=m.z_dim,
       encoder_sizes=tuple(m.encoder_sizes), decoder_sizes=tuple(m.decoder_sizes),
       conductor_sizes=tuple(m.get('conductor_sizes') or ()), bar_steps=data.STEPS_PER_BAR,
       rngs=rngs)
+  return model_lib.use_mixed_precision(model) if config.get('mixed_precision') else model
 
 
 def make_sample_hook(config: ml_collections.ConfigDict):

@@ -1,5 +1,8 @@
-"""bfloat16 LSTM products for encoding and sampling (common.precision): the fast path
-agrees with the float32 one on a trained model, and the model itself stays float32."""
+"""bfloat16 LSTM products (common.precision): for encoding and sampling the fast path agrees with
+the float32 one on a trained model, and the model itself stays float32; mixed-precision training
+(bf16 operands forward and backward) gives gradients close to float32's."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +27,7 @@ def trained(tiny_musicvae_workdir):
 
 def test_only_the_lstm_kernels_of_a_copy_are_cast(trained):
   model, _ = trained
-  cast = model_lib.with_bfloat16_lstms(model)
+  cast = model_lib.inference_copy(model, 'bfloat16')
   for (path, var), (_, original) in zip(nnx.to_flat_state(nnx.state(cast, nnx.Param)),
                                         nnx.to_flat_state(nnx.state(model, nnx.Param))):
     want = jnp.bfloat16 if 'cells' in path and path[-1] == 'kernel' else jnp.float32
@@ -55,3 +58,45 @@ def test_bad_dtype_setting_is_a_user_error(monkeypatch):
   monkeypatch.setenv('MUSICGEN_INFERENCE_DTYPE', 'float16')
   with pytest.raises(UserError, match='MUSICGEN_INFERENCE_DTYPE'):
     precision.inference_dtype()
+
+
+def test_bf16_matmul_gradients_are_close_to_float32():
+  x = jax.random.normal(jax.random.key(0), (3, 16, 32))
+  kernel = jax.random.normal(jax.random.key(1), (32, 24)) / 6
+  cotangent = jax.random.normal(jax.random.key(2), (3, 16, 24))
+
+  def loss(product, x, kernel):
+    return jnp.sum(product(x, kernel) * cotangent)
+
+  want = jax.grad(functools.partial(loss, jnp.dot), argnums=(0, 1))(x, kernel)
+  got = jax.grad(functools.partial(loss, precision.matmul_bf16), argnums=(0, 1))(x, kernel)
+  for w, g in zip(want, got):
+    assert g.dtype == jnp.float32 and g.shape == w.shape
+    np.testing.assert_allclose(g, w, atol=0.02 * float(jnp.abs(w).max()))
+  # The backward products really are bf16: not equal to float32's to float32 precision.
+  assert not np.allclose(got[1], want[1], atol=1e-5, rtol=0)
+
+
+def test_mixed_precision_model_gradients_are_close_to_float32(trained):
+  model, config = trained
+  enc = train.encoding_from_config(config)
+  tokens = jnp.asarray(sample.sequences_to_tokens(
+      data.synthetic_melodies(8, num_bars=enc.num_bars, seed=5), enc))
+  z = jax.random.normal(jax.random.key(0), (8, model.z_dim))
+
+  def loss(model):
+    logits = model.reconstruct_logits(z, tokens, jax.random.key(1), 0.0)
+    return jnp.mean(jax.nn.logsumexp(logits, -1))
+
+  graphdef, state = nnx.split(model)
+  mixed = model_lib.use_mixed_precision(nnx.merge(graphdef, state))
+  want, got = nnx.grad(loss)(model), nnx.grad(loss)(mixed)
+  for (path, w), (_, g) in zip(nnx.to_flat_state(want), nnx.to_flat_state(got)):
+    scale = float(jnp.abs(w[...]).max()) + 1e-6
+    np.testing.assert_allclose(g[...], w[...], atol=0.05 * scale, err_msg=str(path))
+  # A float32 inference copy of a mixed-precision model multiplies in float32 again.
+  copy = model_lib.inference_copy(mixed, 'float32')
+  assert not any(m.mixed_precision for _, m in nnx.iter_graph(copy)
+                 if isinstance(m, model_lib.StackedLSTM))
+  assert all(m.mixed_precision for _, m in nnx.iter_graph(mixed)
+             if isinstance(m, model_lib.StackedLSTM))

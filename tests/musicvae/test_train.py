@@ -79,9 +79,11 @@ def test_train_iterator_transposes_within_range():
   assert np.any(~np.isin(pitches % 12, [0, 2, 4, 5, 7, 9, 11]))
 
 
-@pytest.mark.parametrize('variant', ['tiny', pytest.param('tiny_hier', marks=pytest.mark.slow)])
-def test_training_reduces_loss(tmp_path, variant):
+@pytest.mark.parametrize('variant,mixed_precision', [
+    ('tiny', False), ('tiny', True), pytest.param('tiny_hier', False, marks=pytest.mark.slow)])
+def test_training_reduces_loss(tmp_path, variant, mixed_precision):
   config = configs.get_config(variant)
+  config.mixed_precision = mixed_precision
   config.num_train_steps = 30
   config.log_every_steps = 1
   config.eval_every_steps = 30
