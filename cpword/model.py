@@ -31,6 +31,7 @@ from common import precision
 LayerCache = dict[str, tuple[jax.Array, ...]]
 Cache = list[LayerCache]
 CACHE_CHUNKS = 8
+_SPLIT_AT = 1024  # see Linear
 _NEG = -1e30
 # Weights are created as zeros and then filled from one random draw (`_init_weights`): compiling
 # one RNG program per weight shape costs ~0.5 s each on a CPU, far more than the tiny models' use.
@@ -39,7 +40,11 @@ _ZEROS = nnx.initializers.zeros
 
 class Linear(nnx.Linear):
   """nnx.Linear whose kernel may also be bfloat16 (`with_bfloat16_products`, for generation):
-  the product then accumulates in float32."""
+  the product then accumulates in float32.
+
+  A bf16 product with 1,024 or more outputs (inputs) runs as two products over halves of them:
+  XLA:CPU runs the two at once on two cores, ~5% more words/s at 8 songs than one product.
+  """
 
   def __init__(self, d_in: int, d_out: int, rngs: nnx.Rngs):
     super().__init__(d_in, d_out, kernel_init=_ZEROS, rngs=rngs)
@@ -48,7 +53,18 @@ class Linear(nnx.Linear):
     kernel = self.kernel[...]
     if kernel.dtype == jnp.float32:
       return super().__call__(x)
-    return precision.matmul(x, kernel) + self.bias[...]
+    d_in, d_out = kernel.shape
+    if d_out >= _SPLIT_AT and d_out % 2 == 0:
+      half = d_out // 2
+      y = jnp.concatenate([precision.matmul(x, kernel[:, :half]),
+                           precision.matmul(x, kernel[:, half:])], axis=-1)
+    elif d_in >= _SPLIT_AT and d_in % 2 == 0:
+      half = d_in // 2
+      y = (precision.matmul(x[..., :half], kernel[:half])
+           + precision.matmul(x[..., half:], kernel[half:]))
+    else:
+      y = precision.matmul(x, kernel)
+    return y + self.bias[...]
 
 
 def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> Linear:

@@ -100,3 +100,14 @@ def test_bfloat16_products_stay_close_to_float32(tiny_model, representation):
   scale = float(jnp.abs(want).max())
   np.testing.assert_allclose(got, want, atol=0.03 * scale)
   assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.9  # near-ties may flip
+
+
+@pytest.mark.parametrize('shape', [(64, 1024), (1024, 64), (2048, 1024)])
+def test_bfloat16_products_split_in_halves_equal_one_product(shape):
+  linear = model_lib.Linear(*shape, rngs=nnx.Rngs(0))
+  linear.kernel = nnx.Param(jax.random.normal(jax.random.key(0), shape, jnp.bfloat16))
+  linear.bias = nnx.Param(jax.random.normal(jax.random.key(1), shape[1:]))
+  x = jax.random.normal(jax.random.key(2), (3, shape[0]))
+  want = jnp.dot(x.astype(jnp.bfloat16), linear.kernel[...],
+                 preferred_element_type=jnp.float32) + linear.bias[...]
+  np.testing.assert_allclose(linear(x), want, rtol=1e-5, atol=1e-4 * float(jnp.abs(want).max()))
