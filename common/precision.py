@@ -3,7 +3,8 @@
 On CPUs with bf16 dot instructions (AVX512-BF16, AMX) and on GPUs/TPUs, products with bf16
 weights read half the bytes and run faster; XLA:CPU elsewhere emulates them, slower than f32.
 Even with the instructions, a product with a single row (one song, one melody) takes XLA:CPU's
-slow bf16 matrix-vector path, so one row stays f32. Training and evaluation are always f32.
+slow bf16 matrix-vector path, so one row stays f32. Training is f32 unless a model opts into
+mixed precision (`matmul_bf16`: bf16 operands forward and backward, f32 weights).
 
 $MUSICGEN_INFERENCE_DTYPE=float32|bfloat16 overrides the automatic choice.
 """
