@@ -303,9 +303,13 @@ class Transformer(nnx.Module):
       raise ValueError(f'cache length {length} exceeds max_len {self.max_len}')
     attn = self.blocks[0].attn
 
+    # One song reads one chunk: its cache is small next to the weights, and 8 chunks cost more
+    # products per step (at 1,024 words, 14.6 ms per step against 10.3 ms; README).
+    lengths = cache_chunk_lengths(length, CACHE_CHUNKS if batch_size > 1 else 1)
+
     def chunks():
       return tuple(jnp.zeros((batch_size, attn.num_heads, n, attn.head_dim), dtype)
-                   for n in cache_chunk_lengths(length))
+                   for n in lengths)
     return [{'k': chunks(), 'v': chunks()} for _ in self.blocks]
 
   def hidden(self, tokens_BTF: jax.Array, cache: Cache | None = None,

@@ -50,6 +50,7 @@ def test_cached_steps_equal_full_forward(tiny_model, representation, relative):
   # later block of 6 words at 30 are written across chunk boundaries, the rest one at a time.
   t, prompt, block_at, block = 40, 19, 30, 6
   assert [c.shape[2] for c in model.init_cache(2, t + 4)[0]['k']] == [16, 16, 12]
+  assert [c.shape[2] for c in model.init_cache(1, t + 4)[0]['k']] == [t + 4]  # one song: one
   tokens_BTF = jnp.stack([jax.random.randint(jax.random.key(i), (2, t), 0, f.vocab_size)
                           for i, f in enumerate(families)], axis=-1)
   # Jitted with the weights as arguments (as constants XLA would try to fold them).
