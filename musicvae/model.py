@@ -11,7 +11,6 @@ forced tokens, which is how the tests check that both paths give the same logits
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 from flax import nnx
