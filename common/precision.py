@@ -48,13 +48,9 @@ def inference_dtype(rows: int | None = None) -> str:
   return 'bfloat16' if many_rows and bfloat16_is_fast() else 'float32'
 
 
-def matmul(x: jax.Array, kernel: jax.Array, *, transposed: bool = False) -> jax.Array:
-  """x @ kernel (or x @ kernel.T when `transposed`) in the kernel's dtype, accumulated and
-  returned in float32."""
-  contract = 1 if transposed else 0
-  return jax.lax.dot_general(x.astype(kernel.dtype), kernel,
-                             (((x.ndim - 1,), (contract,)), ((), ())),
-                             preferred_element_type=jnp.float32)
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel in the kernel's dtype, accumulated and returned in float32."""
+  return jnp.dot(x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
 
 
 @jax.custom_vjp
@@ -62,13 +58,12 @@ def matmul_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x @ kernel with bf16 operands and float32 accumulation, forward and backward: the
   gradients' products (g @ kernel.T, x.T @ g) are bf16 too. x, kernel and the result are
   float32 (mixed-precision training keeps float32 weights)."""
-  return jnp.dot(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
-                 preferred_element_type=jnp.float32)
+  return matmul(x, kernel.astype(jnp.bfloat16))
 
 
 def _matmul_bf16_fwd(x, kernel):
   x16, k16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
-  return jnp.dot(x16, k16, preferred_element_type=jnp.float32), (x16, k16)
+  return matmul(x16, k16), (x16, k16)
 
 
 def _matmul_bf16_bwd(saved, g):

@@ -43,7 +43,7 @@ class Linear(nnx.Linear):
   the product then accumulates in float32.
 
   A bf16 product with 1,024 or more outputs (inputs) runs as two products over halves of them:
-  XLA:CPU runs the two at once on two cores, ~5% more words/s at 8 songs than one product.
+  XLA:CPU runs the two at once on two cores (a few percent more words/s at 8 songs).
   """
 
   def __init__(self, d_in: int, d_out: int, rngs: nnx.Rngs):
@@ -304,7 +304,7 @@ class Transformer(nnx.Module):
     attn = self.blocks[0].attn
 
     # One song reads one chunk: its cache is small next to the weights, and 8 chunks cost more
-    # products per step (at 1,024 words, 14.6 ms per step against 10.3 ms; README).
+    # products per step (at 1,024 words, 14.6 ms per step against 10.1 ms; README).
     lengths = cache_chunk_lengths(length, CACHE_CHUNKS if batch_size > 1 else 1)
 
     def chunks():

@@ -427,8 +427,8 @@ def use_mixed_precision(model: nnx.Module) -> nnx.Module:
   forward and backward passes (weights, gates, states and optimizer stay float32); returns it.
 
   Training with `config.mixed_precision`: on CPUs with AVX512-BF16 the batch-64 train step of
-  mel_2bar_small ran ~1.3x as fast (tests/musicvae/test_bf16.py checks the gradients against
-  float32).
+  mel_2bar_small ran ~1.2x as fast (make bench rows ..._mixed); tests/musicvae/test_bf16.py
+  checks the gradients against float32.
   """
   for _, module in nnx.iter_graph(model):
     if isinstance(module, StackedLSTM):

@@ -37,20 +37,15 @@ ENCODE_BATCH = 64
 # Jitted pieces (the model is an argument, so one compile serves any weights of the same shape).
 
 
-def inference_model(model: model_lib.MusicVAE, dtype: str) -> model_lib.MusicVAE:
-  """The model as encoding and sampling run it (call inside jit, so the cast is done once)."""
-  return model_lib.inference_copy(model, dtype)
-
-
 @functools.partial(nnx.jit, static_argnames='dtype')
 def _encode(model: model_lib.MusicVAE, tokens_BTK: jax.Array, dtype: str):
-  return inference_model(model, dtype).encode(tokens_BTK)
+  return model_lib.inference_copy(model, dtype).encode(tokens_BTK)
 
 
 @functools.partial(nnx.jit, static_argnames='dtype')
 def _decode(model: model_lib.MusicVAE, z_BZ: jax.Array, rng: jax.Array, temperature: jax.Array,
             dtype: str):
-  return inference_model(model, dtype).sample(z_BZ, rng, temperature)[0]
+  return model_lib.inference_copy(model, dtype).sample(z_BZ, rng, temperature)[0]
 
 
 def encode_tokens(model: model_lib.MusicVAE, tokens_NTK: np.ndarray,

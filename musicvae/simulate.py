@@ -102,7 +102,7 @@ def make_decoder(model: Any, batch_size: int = 160) -> Callable[[np.ndarray], np
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   from common import precision  # pylint: disable=g-import-not-at-top
-  from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  from musicvae import model as model_lib  # pylint: disable=g-import-not-at-top
 
   graphdef, state = nnx.split(model)
   dtype = precision.inference_dtype(batch_size)
@@ -110,7 +110,7 @@ def make_decoder(model: Any, batch_size: int = 160) -> Callable[[np.ndarray], np
   @jax.jit
   def decode_batch(state, z_BZ):
     # Temperature 0 is argmax, so the key is never used for sampling.
-    model = sample_lib.inference_model(nnx.merge(graphdef, state), dtype)
+    model = model_lib.inference_copy(nnx.merge(graphdef, state), dtype)
     return model.sample(z_BZ, jax.random.key(0), 0.0)[0]
 
   def decode(z_NZ: np.ndarray) -> np.ndarray:
