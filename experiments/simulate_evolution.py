@@ -6,6 +6,8 @@ random sampling (fresh N(0, I) populations), averaged over seeds. See musicvae/s
       --num_seeds=20 --max_generations=50 --output=runs/eval/evolution.json
   python -m experiments.simulate_evolution --workdir=runs/mel_2bar_small --measure=notes \
       --target=prior --sigma=0.3 --crossover=slerp
+  python -m experiments.simulate_evolution --workdir=pretrained/mel_2bar_small \
+      --measure=attribute --attribute=note_density --attribute_value=0.4375 --threshold=0.99
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest
 _MEASURE = flags.DEFINE_enum('measure', None, list(simulate.MEASURES),
                              'Similarity to the target (default: tokens with --workdir, else '
                              'cosine). tokens: share of equal decoded tokens; notes: F1 of the '
-                             'decoded events; cosine: in latent space.')
+                             'decoded events; cosine: in latent space; attribute: 1 - |a - v| '
+                             'for --attribute a of the decoded melody and --attribute_value v.')
 _TARGET = flags.DEFINE_enum('target', None, list(simulate.TARGETS),
                             'Hidden target z* (default: eval with --workdir, else prior). eval: '
                             'posterior mean of an eval-split melody; prior: z* ~ N(0, I).')
+_ATTRIBUTE = flags.DEFINE_string('attribute', None, 'With --measure=attribute: the attribute the '
+                                 'user wants (note_density, average_interval, syncopation_16th, '
+                                 'syncopation_8th or c_diatonic).')
+_ATTRIBUTE_VALUE = flags.DEFINE_float('attribute_value', None, 'With --measure=attribute: the '
+                                      "value the user wants (note density: onsets per 16th).")
 _THRESHOLD = flags.DEFINE_float('threshold', 0.9, 'Similarity at which the target is reached.')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', 20, 'Trials (one target and seed each).')
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed; trials use seed .. seed + num_seeds - 1.')
@@ -55,6 +63,7 @@ def main(argv: list[str]) -> None:
   summary = simulate.simulate_main(
       _WORKDIR.value, step=_STEP.value, measure=_MEASURE.value, target=_TARGET.value,
       num_seeds=_NUM_SEEDS.value, seed=_SEED.value, z_dim=_Z_DIM.value,
+      attribute=_ATTRIBUTE.value, attribute_value=_ATTRIBUTE_VALUE.value,
       max_generations=_MAX_GENERATIONS.value, population_size=_POPULATION.value,
       num_selected=_NUM_SELECTED.value, threshold=_THRESHOLD.value, sigma=_SIGMA.value,
       crossover=_CROSSOVER.value, num_foreign=_NUM_FOREIGN.value, elitism=_ELITISM.value,

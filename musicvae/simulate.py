@@ -11,13 +11,17 @@ and the method makes the next population: evolution breeds it from the picks; ra
 ignores them and draws fresh N(0, I) vectors. Both methods show the same first population.
 
 Similarity ("measure"):
-  cosine  cosine similarity of the latent vectors (no model needed).
-  tokens  share of (step, track) tokens of a candidate's argmax decoding equal to the target's.
-  notes   F1 of the non-empty events at the same step (a note onset with its pitch, a note-off, a
-          drum-hit set) of a candidate's decoding against the target's.
-The target's music is the argmax decoding of z*, so the target is always reachable (at z*).
-z* is the posterior mean of a melody from the model's eval split ('eval') or z* ~ N(0, I)
-('prior'; the only choice without a model).
+  cosine     cosine similarity of the latent vectors (no model needed).
+  tokens     share of (step, track) tokens of a candidate's argmax decoding equal to the target's.
+  notes      F1 of the non-empty events at the same step (a note onset with its pitch, a
+             note-off, a drum-hit set) of a candidate's decoding against the target's.
+  attribute  1 - |a - v| for an attribute a of the decoded melody (track 0; musicvae.sample
+             ATTRIBUTES: note density, average interval, ...) and a target value v: the user who
+             wants, say, a melody with 14 onsets in 2 bars. With threshold 0.99 a note density
+             (onsets per 16th step) must be met exactly.
+For tokens and notes the target's music is the argmax decoding of z*, so the target is always
+reachable (at z*). z* is the posterior mean of a melody from the model's eval split ('eval') or
+z* ~ N(0, I) ('prior'; the only choice without a model).
 
 All trials advance in lockstep, so each generation decodes every live candidate in one batched,
 jitted call (one compile for the whole run).
@@ -35,7 +39,7 @@ from common.errors import UserError
 from musicvae import evolve
 
 METHODS = ('evolution', 'random')
-MEASURES = ('cosine', 'tokens', 'notes')
+MEASURES = ('cosine', 'tokens', 'notes', 'attribute')
 TARGETS = ('eval', 'prior')
 _TARGET_SALT = 2018  # targets come from their own RNG stream, apart from the methods' streams
 
@@ -91,6 +95,23 @@ def music_scorer(decode: Callable[[np.ndarray], np.ndarray], target_tokens_STK: 
     m, n, z_dim = z_MNZ.shape
     tokens = decode(z_MNZ.reshape(m * n, z_dim))
     return similarity(tokens.reshape(m, n, *tokens.shape[1:]), target_tokens_STK[trial_ids])
+
+  return score
+
+
+def attribute_scorer(decode: Callable[[np.ndarray], np.ndarray],
+                     attribute: Callable[[np.ndarray], float], value: float) -> Scorer:
+  """1 - |attribute(track 0 of the decoded candidate) - value|, the same value for every trial.
+
+  decode: z (B, Z) -> tokens (B, T, K), e.g. make_decoder(model); attribute: tokens (T,) -> float,
+  e.g. musicvae.sample.note_density.
+  """
+  def score(trial_ids: np.ndarray, z_MNZ: np.ndarray) -> np.ndarray:
+    del trial_ids  # one target value for all trials
+    m, n, z_dim = z_MNZ.shape
+    tokens_BTK = decode(z_MNZ.reshape(m * n, z_dim))
+    values = np.array([attribute(tokens_TK[:, 0]) for tokens_TK in tokens_BTK], np.float64)
+    return 1.0 - np.abs(values - value).reshape(m, n)
 
   return score
 
@@ -241,13 +262,16 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def simulate_main(workdir: str | None = None, *, step: int | None = None,
                   measure: str | None = None, target: str | None = None, num_seeds: int = 20,
-                  seed: int = 0, z_dim: int = 8,
-                  max_generations: int = 50, population_size: int = 8, num_selected: int = 2,
+                  seed: int = 0, z_dim: int = 8, attribute: str | None = None,
+                  attribute_value: float | None = None, max_generations: int = 50,
+                  population_size: int = 8, num_selected: int = 2,
                   threshold: float = 0.9, **evolution_kwargs: Any) -> dict[str, Any]:
   """Builds the targets and the scorer, runs both methods, prints the table, returns the summary.
 
   workdir: a trained MusicVAE run (then measure defaults to 'tokens' and target to 'eval'); None
-  runs in latent space with z_dim (measure 'cosine', target 'prior'). Seeds seed..seed+num_seeds-1.
+  runs in latent space with z_dim (measure 'cosine', target 'prior'). Measure 'attribute' takes
+  attribute (a name in musicvae.sample.ATTRIBUTES) and attribute_value instead of a target.
+  Seeds seed..seed+num_seeds-1.
   evolution_kwargs go to evolve.Evolution (sigma, crossover, num_foreign, elitism, ...).
   """
   if num_seeds < 1:
@@ -256,11 +280,17 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
     raise UserError(f'simulate: population_size must be >= 1, got {population_size}')
   seeds = list(range(seed, seed + num_seeds))
   measure = measure or ('tokens' if workdir else 'cosine')
-  target = target or ('eval' if workdir else 'prior')
   if measure not in MEASURES:
     raise UserError(f'simulate: measure must be one of {", ".join(MEASURES)}, got {measure!r}')
-  if target not in TARGETS:
-    raise UserError(f'simulate: target must be one of {", ".join(TARGETS)}, got {target!r}')
+  if measure == 'attribute':
+    _check_attribute_target(workdir, target, attribute, attribute_value)
+    target = f'{attribute}={attribute_value:g}'
+  else:
+    if attribute is not None or attribute_value is not None:
+      raise UserError('simulate: --attribute and --attribute_value go with --measure=attribute')
+    target = target or ('eval' if workdir else 'prior')
+    if target not in TARGETS:
+      raise UserError(f'simulate: target must be one of {", ".join(TARGETS)}, got {target!r}')
   if not workdir:
     if measure != 'cosine' or target != 'prior':
       raise UserError('simulate: measures tokens/notes and target eval need a trained model '
@@ -271,7 +301,8 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
     description = f'latent space (z {z_dim}), cosine similarity'
   else:
     scorer, z_dim, description = _model_scorer(workdir, step, measure, target, seeds,
-                                               population_size)
+                                               population_size, threshold, attribute,
+                                               attribute_value)
   settings = dict(max_generations=max_generations, population_size=population_size,
                   num_selected=num_selected, threshold=threshold)
   summary = compare(scorer, z_dim=z_dim, seeds=seeds, **settings, **evolution_kwargs)
@@ -283,8 +314,29 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
   return summary
 
 
+def _check_attribute_target(workdir: str | None, target: str | None, attribute: str | None,
+                            attribute_value: float | None) -> None:
+  from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  if not workdir:
+    raise UserError('simulate: measure attribute needs a trained model (--workdir)')
+  if target is not None:
+    raise UserError('simulate: measure attribute takes --attribute_value, not --target')
+  if attribute not in sample_lib.ATTRIBUTES or attribute_value is None:
+    raise UserError('simulate: measure attribute needs --attribute (one of '
+                    f'{", ".join(sample_lib.ATTRIBUTES)}) and --attribute_value')
+
+
+def prior_hit_rate(scorer: Scorer, z_dim: int, threshold: float, num: int = 4096) -> float:
+  """Share of `num` prior samples z ~ N(0, I) (a fixed stream) that reach the threshold: random
+  sampling with populations of N then needs 1 / (1 - (1 - rate)^N) generations on average."""
+  z_1NZ = np.random.default_rng([_TARGET_SALT, num]).standard_normal((1, num, z_dim))
+  return float(np.mean(scorer(np.zeros(1, np.int64), z_1NZ) >= threshold))
+
+
 def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
-                  seeds: Sequence[int], population_size: int) -> tuple[Scorer, int, str]:
+                  seeds: Sequence[int], population_size: int, threshold: float,
+                  attribute: str | None, attribute_value: float | None
+                  ) -> tuple[Scorer, int, str]:
   from common import training  # pylint: disable=g-import-not-at-top
   from common import precision  # pylint: disable=g-import-not-at-top
   from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
@@ -294,6 +346,16 @@ def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
     raise UserError(f'{workdir}: a {config.get("task")} run, not a MusicVAE one')
   model = training.load_model(train.get_task(config), config, workdir, step)
   z_dim = model.z_dim
+  if measure == 'attribute':
+    decode = make_decoder(model, batch_size=len(seeds) * population_size)
+    scorer = attribute_scorer(decode, sample_lib.ATTRIBUTES[attribute], attribute_value)
+    rate = prior_hit_rate(scorer, z_dim, threshold)
+    expected = 1 / (1 - (1 - rate) ** population_size) if rate > 0 else float('inf')
+    return scorer, z_dim, (
+        f'{config.variant} decodings (argmax), {attribute} {attribute_value:g}: '
+        f'{100 * rate:.2f}% of prior samples reach the threshold, so random sampling needs '
+        f'~{expected:.1f} generations on average; similarity 1 - |{attribute} - '
+        f'{attribute_value:g}|')
   if target == 'eval':
     slices_NTK = train.eval_examples(config)
     picks = [int(np.random.default_rng([_TARGET_SALT, s]).integers(len(slices_NTK)))

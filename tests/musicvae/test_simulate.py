@@ -119,6 +119,36 @@ def test_music_scorer_on_a_tiny_model():
       assert all(g is None or 1 <= g <= 5 for g in result.generations)
 
 
+def test_attribute_scorer():
+  """1 - |attribute - value| of each decoded candidate's melody, the same value for all trials."""
+  melodies_BTK = np.array([[[0], [0], [0], [0]],      # silent: 0 onsets
+                           [[50], [0], [1], [0]],     # 1 onset in 4 steps
+                           [[50], [52], [54], [55]]])  # 4 onsets
+
+  def decode(z_BZ):  # z[0] in [i, i + 1) decodes to melody i (clipped to 0..2)
+    return melodies_BTK[np.clip(np.floor(z_BZ[:, 0]), 0, 2).astype(int)]
+
+  scorer = simulate.attribute_scorer(decode, sample.note_density, 0.25)
+  z_MNZ = np.array([[[0.0, 0.0], [1.0, 0.0]], [[2.0, 5.0], [1.0, 1.0]]])
+  np.testing.assert_allclose(scorer(np.array([0, 1]), z_MNZ), [[0.75, 1.0], [0.25, 1.0]])
+  # The share of 4,096 prior samples that reach the threshold: those with 1 <= z[0] < 2.
+  rate = simulate.prior_hit_rate(scorer, z_dim=2, threshold=0.99)
+  np.testing.assert_allclose(rate, 0.9772 - 0.8413, atol=0.02)  # Phi(2) - Phi(1)
+
+
+def test_attribute_measure_settings():
+  with pytest.raises(UserError, match='--workdir'):
+    simulate.simulate_main(measure='attribute', attribute='note_density', attribute_value=0.5)
+  with pytest.raises(UserError, match='--attribute_value'):
+    simulate.simulate_main('some/run', measure='attribute', attribute='density',
+                           attribute_value=0.5)
+  with pytest.raises(UserError, match='not --target'):
+    simulate.simulate_main('some/run', measure='attribute', target='eval',
+                           attribute='note_density', attribute_value=0.5)
+  with pytest.raises(UserError, match='--measure=attribute'):
+    simulate.simulate_main(attribute='note_density')
+
+
 @pytest.mark.slow
 def test_simulate_main_with_a_trained_tiny_workdir(tiny_musicvae_workdir):
   workdir = tiny_musicvae_workdir
@@ -128,3 +158,8 @@ def test_simulate_main_with_a_trained_tiny_workdir(tiny_musicvae_workdir):
   again = simulate.simulate_main(workdir, num_seeds=3, max_generations=4, threshold=0.95,
                                  measure='notes', target='prior')
   assert again['measure'] == 'notes'
+  wanted = simulate.simulate_main(workdir, num_seeds=3, max_generations=4, threshold=0.99,
+                                  measure='attribute', attribute='note_density',
+                                  attribute_value=0.25)
+  assert wanted['target'] == 'note_density=0.25'
+  assert all(0 <= s <= 1 for s in wanted['methods']['random']['best_similarity'])
