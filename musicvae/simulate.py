@@ -306,7 +306,7 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
   settings = dict(max_generations=max_generations, population_size=population_size,
                   num_selected=num_selected, threshold=threshold)
   summary = compare(scorer, z_dim=z_dim, seeds=seeds, **settings, **evolution_kwargs)
-  summary.update(measure=measure, target=target, workdir=workdir)
+  summary.update(measure=measure, target=target, workdir=workdir, description=description)
   print(f'Deep Interactive Evolution, simulated user: {description} >= {threshold:g}; '
         f'{num_seeds} seeds, at most {max_generations} generations of {population_size}, '
         f'{num_selected} selected')
@@ -338,7 +338,7 @@ def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
                   attribute: str | None, attribute_value: float | None
                   ) -> tuple[Scorer, int, str]:
   from common import training  # pylint: disable=g-import-not-at-top
-  from common import precision  # pylint: disable=g-import-not-at-top
+  from musicvae import data  # pylint: disable=g-import-not-at-top
   from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
   from musicvae import train  # pylint: disable=g-import-not-at-top
   config = training.read_config(workdir)
@@ -347,15 +347,21 @@ def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
   model = training.load_model(train.get_task(config), config, workdir, step)
   z_dim = model.z_dim
   if measure == 'attribute':
+    if model.vocab_sizes[0] != data.MELODY_CLASSES:
+      raise UserError(f'{workdir}: attributes are defined on melodies; this model has no melody '
+                      'track')
     decode = make_decoder(model, batch_size=len(seeds) * population_size)
     scorer = attribute_scorer(decode, sample_lib.ATTRIBUTES[attribute], attribute_value)
     rate = prior_hit_rate(scorer, z_dim, threshold)
-    expected = 1 / (1 - (1 - rate) ** population_size) if rate > 0 else float('inf')
-    return scorer, z_dim, (
-        f'{config.variant} decodings (argmax), {attribute} {attribute_value:g}: '
-        f'{100 * rate:.2f}% of prior samples reach the threshold, so random sampling needs '
-        f'~{expected:.1f} generations on average; similarity 1 - |{attribute} - '
-        f'{attribute_value:g}|')
+    if rate > 0:
+      expected = 1 / (1 - (1 - rate) ** population_size)
+      odds = (f'{100 * rate:.2f}% of prior samples reach the threshold, so random sampling '
+              f'needs ~{expected:.1f} generations on average')
+    else:
+      odds = 'no prior sample of 4,096 reaches the threshold'
+    return scorer, z_dim, (f'{config.variant} decodings (argmax), {attribute} '
+                           f'{attribute_value:g}: {odds}; similarity 1 - |{attribute} - '
+                           f'{attribute_value:g}|')
   if target == 'eval':
     slices_NTK = train.eval_examples(config)
     picks = [int(np.random.default_rng([_TARGET_SALT, s]).integers(len(slices_NTK)))
