@@ -42,6 +42,7 @@ METHODS = ('evolution', 'random')
 MEASURES = ('cosine', 'tokens', 'notes', 'attribute')
 TARGETS = ('eval', 'prior')
 _TARGET_SALT = 2018  # targets come from their own RNG stream, apart from the methods' streams
+_PRIOR_SAMPLES = 4096  # prior_hit_rate's sample size
 
 # scorer(trial_ids (M,), z (M, N, Z)) -> similarity to each trial's target (M, N)
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -326,7 +327,8 @@ def _check_attribute_target(workdir: str | None, target: str | None, attribute: 
                     f'{", ".join(sample_lib.ATTRIBUTES)}) and --attribute_value')
 
 
-def prior_hit_rate(scorer: Scorer, z_dim: int, threshold: float, num: int = 4096) -> float:
+def prior_hit_rate(scorer: Scorer, z_dim: int, threshold: float, num: int = _PRIOR_SAMPLES
+                   ) -> float:
   """Share of `num` prior samples z ~ N(0, I) (a fixed stream) that reach the threshold: random
   sampling with populations of N then needs 1 / (1 - (1 - rate)^N) generations on average."""
   z_1NZ = np.random.default_rng([_TARGET_SALT, num]).standard_normal((1, num, z_dim))
@@ -358,7 +360,7 @@ def _model_scorer(workdir: str, step: int | None, measure: str, target: str,
       odds = (f'{100 * rate:.2f}% of prior samples reach the threshold, so random sampling '
               f'needs ~{expected:.1f} generations on average')
     else:
-      odds = 'no prior sample of 4,096 reaches the threshold'
+      odds = f'no prior sample of {_PRIOR_SAMPLES:,} reaches the threshold'
     return scorer, z_dim, (f'{config.variant} decodings (argmax), {attribute} '
                            f'{attribute_value:g}: {odds}; similarity 1 - |{attribute} - '
                            f'{attribute_value:g}|')
