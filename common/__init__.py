@@ -14,9 +14,19 @@ already put in XLA_FLAGS is left alone):
       ran 3.5x slower than XLA's own (Eigen) one on Coconet's shapes (1.14 s vs 0.32 s for a 3x3,
       128-channel layer at batch 20 x 64 x 46 on the 2-core CI machine); forward convolutions ran
       at the same speed either way.
+
+It also makes glibc's malloc keep freed memory while the process is small (common/malloc.py):
+XLA:CPU's fresh temporary buffers were page-faulted in again at every step, a third of a small
+Coconet train step's time. $MUSICGEN_MALLOC_TUNING=0 turns that off. For that memory to be the
+main thread's, jax runs single-device CPU computations on the calling thread
+(jax_cpu_enable_async_dispatch=False, unless $JAX_CPU_ENABLE_ASYNC_DISPATCH says otherwise).
+With both, no benchmark ran slower than with neither (`make bench` against
+MUSICGEN_MALLOC_TUNING=0, which turns both off).
 """
 
 import os
+
+from common import malloc as _malloc
 
 _XLA_CPU_FLAGS = (
     ('--xla_cpu_copy_insertion_use_region_analysis', 'true'),
@@ -32,4 +42,13 @@ def _tune_xla_cpu() -> None:
   os.environ['XLA_FLAGS'] = flags
 
 
+def _run_cpu_computations_inline() -> None:
+  if 'JAX_CPU_ENABLE_ASYNC_DISPATCH' in os.environ:
+    return  # the user's choice
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+
+
 _tune_xla_cpu()
+if _malloc.keep_freed_memory():
+  _run_cpu_computations_inline()

@@ -1,8 +1,10 @@
-"""Importing `common` tunes XLA:CPU unless the user chose the setting."""
+"""Importing `common` tunes XLA:CPU unless the user chose the setting, and keeps freed memory."""
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGION = '--xla_cpu_copy_insertion_use_region_analysis=true'
@@ -46,3 +48,65 @@ print(len(re.findall(r"f32\\[64,32,16\\]\\S* copy\\(", text)))
   out = subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True,
                        text=True).stdout.strip()
   assert int(out) <= 1  # at most the one copy of the input before the loop
+
+
+
+_FAULTS_OF_A_FRESH_OUTPUT = '''
+import resource, sys, common, jax, jax.numpy as jnp
+from common import malloc
+f = jax.jit(lambda x: x * 2.0 + 1.0)
+x = jnp.ones((16, 1024, 1024))  # 64 MiB: above glibc's largest mmap threshold (32 MiB)
+for _ in range(12):  # compiles; the heap settles into holes that fit the output
+  f(x).block_until_ready()
+if sys.argv[1] == 'trip':
+  assert malloc.restore_defaults_if_above(0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+  f(x).block_until_ready()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3, malloc.is_tuned())
+'''
+_PAGES_OF_THE_OUTPUT = 16 * 1024 * 1024 * 4 // 4096
+
+
+def _page_faults_per_call(tuning: str, action: str = '') -> tuple[int, str]:
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning)
+  out = subprocess.run([sys.executable, '-c', _FAULTS_OF_A_FRESH_OUTPUT, action], env=env,
+                       check=True, capture_output=True, text=True).stdout.split()
+  return int(out[0]), out[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tunes glibc malloc on Linux')
+def test_freed_memory_is_reused_without_page_faults():
+  """A call whose fresh 64 MiB output was freed before does not fault its pages in again; glibc's
+  defaults (tuning off) unmap freed memory, so each call faults in all 16,384 pages."""
+  faults, tuned = _page_faults_per_call('1')
+  assert tuned == 'True' and faults < _PAGES_OF_THE_OUTPUT // 10
+  faults, tuned = _page_faults_per_call('0')
+  assert tuned == 'False' and faults > _PAGES_OF_THE_OUTPUT // 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tunes glibc malloc on Linux')
+def test_guard_restores_the_defaults_above_the_memory_limit():
+  """Past the resident-size limit the guard gives glibc its defaults back (so a huge job keeps
+  its usual peak): freed memory is unmapped again and each call faults its output in."""
+  faults, tuned = _page_faults_per_call('1', 'trip')
+  assert tuned == 'False' and faults > _PAGES_OF_THE_OUTPUT // 2
+
+
+def _async_dispatch_after_import(env_value: str | None, tuning: str = '1') -> str:
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning)
+  env.pop('JAX_CPU_ENABLE_ASYNC_DISPATCH', None)
+  if env_value is not None:
+    env['JAX_CPU_ENABLE_ASYNC_DISPATCH'] = env_value
+  code = 'import common, jax; print(jax.config.read("jax_cpu_enable_async_dispatch"))'
+  return subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True,
+                        text=True).stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tunes glibc malloc on Linux')
+def test_cpu_computations_run_inline_unless_the_user_chose():
+  """With the malloc tuning on, computations run on the calling thread (whose freed memory glibc
+  keeps); the user's JAX_CPU_ENABLE_ASYNC_DISPATCH and MUSICGEN_MALLOC_TUNING=0 are respected."""
+  assert _async_dispatch_after_import(None) == 'False'
+  assert _async_dispatch_after_import('true') == 'True'
+  assert _async_dispatch_after_import(None, tuning='0') == 'True'
