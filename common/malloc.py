@@ -2,9 +2,9 @@
 
 XLA:CPU allocates every execution's temporary buffer afresh. glibc serves allocations above
 32 MiB with mmap and unmaps them on free, so every step page-faulted its whole working set in
-again: 254 MB per small-dilated Coconet train step, a third of its time (138 -> 94 ms), and 6.7 GB
-per 'paper' train step (20.2 -> 18.8 s). With no mmap-ed chunks and no trimming, freed memory is
-reused instead (measured: no page faults after the first steps). That holds for memory of glibc's
+again: 254 MB per small-dilated Coconet train step (143 -> 82 ms per step with this module, in
+runs at the same time), 6.7 GB per 'paper' train step. With no mmap-ed chunks and no trimming,
+freed memory is reused instead (measured: no page faults after the first steps). That holds for memory of glibc's
 main arena, i.e. of the thread that started the process: `common` also makes jax run CPU
 computations on the calling thread (no async dispatch), which for a Python program is that one.
 (Limiting glibc to one arena for all threads did the same for the page faults, but the lock it
@@ -12,7 +12,8 @@ shares made loop-heavy sampling 10-25% slower: CP word generation, PianoNet's 64
 
 The cost is memory: the heap keeps its peak, and freed holes that small allocations split cannot
 hold the next huge buffer, so a process with a working set of many GiB grew to ~1.6x its usual
-peak (16-bar hierarchical MusicVAE at batch 64: 21.9 GiB instead of 13.6). So a guard thread
+peak (16-bar hierarchical MusicVAE at batch 64: 21.9 GiB instead of 13.6, with an earlier variant
+of this module). So a guard thread
 watches the resident size; once it passes a third of the machine's (or the cgroup's) memory,
 glibc's defaults come back and the free memory is returned. Small and medium jobs, where the page
 faults cost the most, keep the speed; huge ones keep their memory.
@@ -20,7 +21,8 @@ faults cost the most, keep the speed; huge ones keep their memory.
 A process that runs one model after another in the same process (the benchmark suite) calls
 release_free_memory() in between: the second model's buffers in the first one's freed holes ran
 slower than in fresh memory (the CP-word cached step 12.9 ms instead of 10.3 after the Coconet
-'paper' benchmarks; the cause was not found).
+'paper' benchmarks; the cause was not found, nor was it measured how much of that the release
+gives back).
 
 $MUSICGEN_MALLOC_TUNING=0 leaves malloc alone.
 """

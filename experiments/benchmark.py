@@ -118,9 +118,9 @@ def main(argv: list[str]) -> None:
   logging.info('Benchmarking %d item(s) on %s', len(selected), machine)
   results = []
   for name in selected:
-    # Each benchmark starts with the memory the earlier ones freed given back, as in a process of
-    # its own: kept, it made the next model's buffers land in the holes of the last one's
-    # (CP word generation after the Coconet 'paper' rows ran ~25% slower, see common/malloc.py).
+    # Each benchmark starts with the memory the earlier ones freed given back, closer to a process
+    # of its own: kept, the next model's buffers land in the holes of the last one's (the CP-word
+    # cached step ran ~25% slower after the Coconet 'paper' rows; see common/malloc.py).
     malloc.release_free_memory()
     start = time.perf_counter()
     for result in benchmarks[name](repeats=_REPEATS.value, warmup=_WARMUP.value):
