@@ -11,14 +11,20 @@ REGION = '--xla_cpu_copy_insertion_use_region_analysis=true'
 YNN = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 
 
-def _flags_after_import(xla_flags: str | None) -> str:
+def _print_after_import(code: str, **env_vars: str | None) -> str:
+  """stdout of `code` in a fresh interpreter; env_vars set (None: removed) in its environment."""
   env = dict(os.environ, PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)
-  if xla_flags is not None:
-    env['XLA_FLAGS'] = xla_flags
-  code = 'import os, common; print(os.environ["XLA_FLAGS"])'
+  for name, value in env_vars.items():
+    env.pop(name, None)
+    if value is not None:
+      env[name] = value
   return subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True,
                         text=True).stdout.strip()
+
+
+def _flags_after_import(xla_flags: str | None) -> str:
+  return _print_after_import('import os, common; print(os.environ["XLA_FLAGS"])',
+                             XLA_FLAGS=xla_flags)
 
 
 def test_import_adds_the_cpu_flags_and_keeps_other_flags():
@@ -94,13 +100,9 @@ def test_guard_restores_the_defaults_above_the_memory_limit():
 
 
 def _async_dispatch_after_import(env_value: str | None, tuning: str = '1') -> str:
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning)
-  env.pop('JAX_CPU_ENABLE_ASYNC_DISPATCH', None)
-  if env_value is not None:
-    env['JAX_CPU_ENABLE_ASYNC_DISPATCH'] = env_value
-  code = 'import common, jax; print(jax.config.read("jax_cpu_enable_async_dispatch"))'
-  return subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True,
-                        text=True).stdout.strip()
+  return _print_after_import(
+      'import common, jax; print(jax.config.read("jax_cpu_enable_async_dispatch"))',
+      JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning, JAX_CPU_ENABLE_ASYNC_DISPATCH=env_value)
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tunes glibc malloc on Linux')
