@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from common import precision
 from common import sampling
+from musicvae import lstm
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]  # ((c, h) per layer)
 SIGMA_EPS = 1e-5
@@ -101,10 +102,19 @@ class StackedLSTM(nnx.Module):
 
   def scan(self, state: LSTMState, x_BTI: jax.Array, reverse: bool = False
            ) -> tuple[LSTMState, jax.Array]:
-    # The input transform stays inside the loop: hoisting it out for all steps was slower on
-    # CPU (the (T, B, 4H) pre-activations and their gradient go through memory).
-    state, y_TBH = jax.lax.scan(self.step, state, jnp.swapaxes(x_BTI, 0, 1), reverse=reverse)
-    return state, jnp.swapaxes(y_TBH, 0, 1)
+    # Layer by layer, each with a hand-written backward pass (musicvae/lstm.py) whose kernel
+    # gradients are one product over all steps instead of one per step; equal to lax.scan of
+    # `step` (tests/musicvae/test_lstm.py). The input transform stays inside the loop: hoisting
+    # it out for all steps made the forward pass slower on CPU.
+    x_TBI = jnp.swapaxes(x_BTI, 0, 1)
+    new_state = []
+    for cell, carry in zip(self.cells, state):
+      kernel_i = cell.dense_i.kernel[...]
+      dtype = jnp.bfloat16 if self.mixed_precision else kernel_i.dtype
+      x_TBI, carry = lstm.lstm_layer(kernel_i, cell.dense_h.kernel[...], cell.dense_h.bias[...],
+                                     x_TBI, carry, dtype=dtype, reverse=reverse)
+      new_state.append(carry)
+    return tuple(new_state), jnp.swapaxes(x_TBI, 0, 1)
 
 
 def _lstm_update(cell: nnx.OptimizedLSTMCell, carry: tuple[jax.Array, jax.Array],

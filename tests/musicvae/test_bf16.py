@@ -100,3 +100,14 @@ def test_mixed_precision_model_gradients_are_close_to_float32(trained):
                  if isinstance(m, model_lib.StackedLSTM))
   assert all(m.mixed_precision for _, m in nnx.iter_graph(mixed)
              if isinstance(m, model_lib.StackedLSTM))
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_transposed_product_is_a_transpose_times_b(dtype):
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.normal(size=(12, 5)), dtype)
+  b = jnp.asarray(rng.normal(size=(12, 7)), dtype)
+  got = jax.jit(precision.transposed_product)(a, b)
+  assert got.dtype == jnp.float32 and got.shape == (5, 7)
+  want = np.asarray(a, np.float32).T @ np.asarray(b, np.float32)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
