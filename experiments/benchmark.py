@@ -65,7 +65,7 @@ def _markdown(results: list[dict], machine: str, *, notes: bool = True) -> str:
   dates = sorted({r.get('date', '?') for r in results})
   when = dates[0] if len(dates) == 1 else f'{dates[0]} to {dates[-1]}'
   lines = [f'Machine: {machine}; jax {jax.__version__}; measured {when}.', '',
-           '| benchmark | time | throughput | GFLOP/s | original, same machine | aim |'
+           f'| benchmark | time | throughput | GFLOP/s | original ({registry.AIMS_MACHINE}) | aim |'
            + (' note |' if notes else ''),
            '|---|---|---|---|---|---|' + ('---|' if notes else '')]
   for r in results:
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> None:
   results = _merge_with_earlier(os.path.join(_OUT.value, 'results.json'), results, machine)
   rows = {r['name']: r for r in results}
   for r in results:
-    r['aim'] = registry.aim_status(r, rows)
+    r['aim'] = registry.aim_status(r, rows, machine)
   payload = {'machine': machine, 'jax': jax.__version__, 'results': results}
   for filename, text in (('results.json', json.dumps(payload, indent=2)),
                          ('results.md', _markdown(results, machine))):

@@ -92,6 +92,13 @@ def test_aims_read_met_or_not_met_from_the_rows():
   # A ratio to a row that was not run, and a row without an aim, say nothing.
   assert status['coconet/small_dilated/harmonize32_batch64'] == ''
   assert status['other/thing'] == ''
+  # On another CPU, an aim set against the original's times says it compares across machines;
+  # a ratio of two rows of the same run does not.
+  elsewhere = {name: registry.aim_status(row, rows, 'Some Other CPU, 2 cores')
+               for name, row in rows.items()}
+  assert elsewhere['cpword/paper/generate_1_song'].startswith('128 words/s; aim >= 120: met (')
+  assert registry.AIMS_MACHINE in elsewhere['cpword/paper/generate_1_song']
+  assert elsewhere['cpword/paper/cached_word_at_1024'] == status['cpword/paper/cached_word_at_1024']
 
 
 def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
