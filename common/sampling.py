@@ -34,6 +34,35 @@ def _shift_max_to_zero(x_BV: jax.Array) -> jax.Array:
   return x_BV - max_B1
 
 
+# Up to this many classes, `categorical` sums the weights with a product by a triangular matrix of
+# ones (one small dot); beyond, with a cumulative sum.
+_TRIANGLE_MAX_CLASSES = 1024
+
+
+def categorical(rng: jax.Array, logits_BV: jax.Array) -> jax.Array:
+  """One class per row, with probability softmax(logits) (shape (..., V) -> (...), int32).
+
+  Inverts the cumulative distribution with one uniform number per row. jax.random.categorical
+  draws a Gumbel variable for every class instead (V random words and two logarithms per row):
+  at MusicVAE's 64 x 90 per decoder step that took ~6 times as long on the 2-core CPU, a fifth of
+  a sampling step. A class of zero probability (-inf) is never drawn; an all -inf row gives 0.
+  """
+  x_BV = _shift_max_to_zero(_as_float(logits_BV))
+  weights_BV = jnp.exp(x_BV)
+  num_classes = weights_BV.shape[-1]
+  if num_classes <= _TRIANGLE_MAX_CLASSES:
+    upper = jnp.triu(jnp.ones((num_classes, num_classes), weights_BV.dtype))
+    cumulative_BV = jnp.matmul(weights_BV, upper, precision=jax.lax.Precision.HIGHEST)
+  else:
+    cumulative_BV = jnp.cumsum(weights_BV, axis=-1)
+  threshold_B1 = (jax.random.uniform(rng, weights_BV.shape[:-1] + (1,), weights_BV.dtype)
+                  * cumulative_BV[..., -1:])
+  ids_B = jnp.minimum(jnp.sum(cumulative_BV <= threshold_B1, axis=-1), num_classes - 1)
+  # Rounding in the sums could leave a zero-weight class just past a threshold: take the mode then.
+  chosen_B = jnp.take_along_axis(weights_BV, ids_B[..., None], axis=-1)[..., 0]
+  return jnp.where(chosen_B > 0, ids_B, jnp.argmax(weights_BV, axis=-1)).astype(jnp.int32)
+
+
 # Up to this many classes, ranks and the mass before each class come from all pairwise
 # comparisons (one small fused computation) instead of two argsorts: XLA:CPU's sort is a loop
 # over a comparator call, ~0.1 ms per family and step, a tenth of a CP-word generation step.
@@ -135,7 +164,7 @@ def _sample_logits(rng: jax.Array, logits_BV: jax.Array, temperature: float | ja
   x_BV = x_BV / jnp.where(temperature > 0, temperature, 1)
   x_BV = _top_k_mask(x_BV, top_k)
   x_BV = top_p_mask(x_BV, top_p)
-  sampled_B = jax.random.categorical(rng, x_BV, axis=-1)
+  sampled_B = categorical(rng, x_BV)
   return jnp.where(temperature > 0, sampled_B, greedy_B).astype(jnp.int32)
 
 

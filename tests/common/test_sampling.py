@@ -160,6 +160,27 @@ def test_frequencies_match_softmax_at_temperature_one():
   assert ((counts_t - n * flat_V) ** 2 / (n * flat_V)).sum() < 25.0
 
 
+@pytest.mark.parametrize('by_cumsum', [False, True])
+def test_categorical_follows_softmax_and_never_draws_minus_inf(by_cumsum, monkeypatch):
+  if by_cumsum:  # the path for vocabularies larger than the triangular product's
+    monkeypatch.setattr(sampling, '_TRIANGLE_MAX_CLASSES', 2)
+  probs_V = np.array([0.0, 0.35, 0.0, 0.4, 0.2, 0.05, 0.0])
+  n = 20000
+  with np.errstate(divide='ignore'):
+    logits_NV = jnp.broadcast_to(jnp.asarray(np.log(probs_V) + 3.0, jnp.float32), (n, 7))
+  ids = np.asarray(jax.jit(sampling.categorical)(jax.random.key(11), logits_NV))
+  assert ids.dtype == np.int32 and ids.shape == (n,)
+  counts = np.bincount(ids, minlength=7)
+  assert counts[probs_V == 0].sum() == 0
+  kept = probs_V > 0
+  expected = n * probs_V[kept]
+  assert ((counts[kept] - expected) ** 2 / expected).sum() < 25.0  # 3 d.o.f.
+  # Leading dimensions batch; an all -inf row gives class 0.
+  grid = jnp.full((2, 3, 4), -jnp.inf).at[0, 0, 2].set(0.0)
+  np.testing.assert_array_equal(sampling.categorical(jax.random.key(0), grid),
+                                [[2, 0, 0], [0, 0, 0]])
+
+
 def test_top_p_samples_follow_the_renormalised_nucleus():
   probs_V = np.array([0.5, 0.3, 0.15, 0.05])
   n = 20000
