@@ -57,11 +57,11 @@ def transposed_product(a_NA: jax.Array, b_NB: jax.Array) -> jax.Array:
   """a^T @ b over the rows N (a kernel gradient), accumulated and returned in float32.
 
   With bf16 operands, `a` is transposed into its own array first: XLA:CPU runs a bf16 product
-  whose transpose is left to the dot as a float32 product (both operands upcast): at the shapes
-  of MusicVAE's LSTMs that was ~3x slower than the transpose plus a bf16 product on a 2-core Xeon
-  with AMX, and ~1.5x on the 2-core AMD EPYC with AVX512-BF16 (2048 x 512 by 2048 x 2048 rows:
-  27.2 vs 17.6 ms; 2026-12-02). The transpose is written on a 3-D view because XLA folds a 2-D
-  one back into the dot.
+  whose transpose is left to the dot as a float32 product (both operands upcast). At a MusicVAE
+  LSTM's shape that is 1.7x slower than the transpose plus a bf16 product on the 2-core AMD EPYC
+  (benchmark rows reference/kernel_gradient_bf16_*), and was ~3x on a 2-core Xeon with AMX (a
+  one-off measurement there). The transpose is written on a 3-D view because XLA folds a 2-D one
+  back into the dot.
   float32 operands keep the plain form, which is faster for them.
   """
   if a_NA.dtype != jnp.bfloat16:

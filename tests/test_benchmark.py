@@ -75,6 +75,16 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
   assert results[2]['same_word'] and results[2]['speedup_vs_full'] > 0
 
 
+def test_kernel_gradient_rows_time_the_same_product_both_ways():
+  from experiments import bench_reference
+  from experiments import benchmarks
+  assert 'reference/kernel_gradient' in benchmarks.all_benchmarks()
+  results = bench_reference.kernel_gradient(repeats=1, warmup=0)
+  assert [r['name'] for r in results] == ['reference/kernel_gradient_bf16_transpose_in_dot',
+                                          'reference/kernel_gradient_bf16_transposed_first']
+  assert all(r['seconds'] > 0 for r in results)
+
+
 def test_aims_read_met_or_not_met_from_the_rows():
   rows = {r['name']: r for r in [
       {'name': 'cpword/paper/generate_1_song', 'seconds': 2.0, 'words_per_second': 128.0},
