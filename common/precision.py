@@ -24,16 +24,21 @@ DTYPES = ('float32', 'bfloat16')
 
 
 @functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not on every call
+def cpu_flags() -> frozenset[str]:
+  """The CPU's feature flags from /proc/cpuinfo ('avx2', 'avx512_bf16', ...); empty elsewhere."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      line = next((line for line in f if line.startswith('flags')), '')
+  except OSError:
+    return frozenset()
+  return frozenset(line.partition(':')[2].split())
+
+
 def bfloat16_is_fast() -> bool:
   """Whether bf16 products beat f32 here: on GPUs and TPUs, and on CPUs with AVX512-BF16 or AMX."""
   if jax.default_backend() != 'cpu':
     return True
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line for line in f if line.startswith('flags')), '').split()
-  except OSError:
-    return False
-  return 'avx512_bf16' in flags or 'amx_bf16' in flags
+  return not cpu_flags().isdisjoint({'avx512_bf16', 'amx_bf16'})
 
 
 def inference_dtype(rows: int | None = None) -> str:

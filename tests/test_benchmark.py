@@ -111,6 +111,20 @@ def test_aims_read_met_or_not_met_from_the_rows():
   assert elsewhere['cpword/paper/cached_word_at_1024'] == status['cpword/paper/cached_word_at_1024']
 
 
+@pytest.mark.parametrize('cpu_flags, extension', [
+    ({'avx2', 'avx512f', 'avx512_bf16'}, ' (AVX512-BF16), '),
+    ({'avx2', 'avx512f'}, ' (AVX-512), '),
+    ({'avx2', 'fma'}, ' (AVX2), '),
+    (set(), ', ')])
+def test_machine_line_names_the_widest_vector_extension(monkeypatch, cpu_flags, extension):
+  """Two EPYCs that lscpu names alike, one with AVX2 only, are not one machine to the table."""
+  monkeypatch.setattr(benchmark.precision, 'cpu_flags', lambda: frozenset(cpu_flags))
+  line = benchmark.machine_description()
+  assert extension in line and line.endswith(' cores')
+  if extension != ' (AVX512-BF16), ':
+    assert line != registry.AIMS_MACHINE
+
+
 def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
   readme = tmp_path / 'README.md'
   readme.write_text(f'intro\n{benchmark.README_BEGIN}\nold table\n{benchmark.README_END}\nrest\n')
