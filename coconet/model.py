@@ -68,9 +68,21 @@ class Conv(nnx.Module):
 
 
 # Above this ratio of padded to unpadded (time x pitch) area, DepthwiseConv adds each tap into
-# the overlapping window instead of padding: with the Doodle's dilations (16, 32) on 32 x 46 most
-# of a padded array is zeros, and writing it costs ~8x the per-tap adds at batch 64 (measured).
-_PAD_AREA_RATIO_LIMIT = 1.3
+# the overlapping window instead of padding: with the Doodle's dilation (16, 32) on 32 x 46 (4.8x)
+# most of a padded array is zeros, and writing it costs more than the per-tap adds. Below it one
+# padded pass wins: the 9 scatter-adds each read and write the whole output. (16, 16) (3.4x) is
+# close either way and stays windowed. The limit was 1.3 before, which sent (4, 4) and (8, 8) to
+# the windows. `python -m experiments.benchmark --only=coconet/depthwise_taps` (batch 64, 2-core
+# AMD EPYC with AVX2), padded against windowed: dilation (4, 4) (1.47x) 7.5 against 23.7 ms,
+# (8, 8) (2.02x) 9.0 against 19.6 ms, (16, 16) 14.6 against 16.2 ms, (16, 32) 17.9 against 11.1.
+_PAD_AREA_RATIO_LIMIT = 2.5
+
+
+def padded_area_ratio(kernel_hw: tuple[int, int], dilation: tuple[int, int], steps: int,
+                      pitches: int) -> float:
+  """(time x pitch) area of the SAME-padded input over the unpadded one."""
+  (lo_t, hi_t), (lo_p, hi_p) = _same_pads(kernel_hw, dilation)
+  return (steps + lo_t + hi_t) * (pitches + lo_p + hi_p) / (steps * pitches)
 
 
 class DepthwiseConv(nnx.Module):
@@ -86,11 +98,9 @@ class DepthwiseConv(nnx.Module):
     self.dilation = tuple(dilation)
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
-    kt, kp = self.kernel.shape[:2]
-    steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-    (lo_t, hi_t), (lo_p, hi_p) = _same_pads((kt, kp), self.dilation)
-    padded_area = (steps + lo_t + hi_t) * (pitches + lo_p + hi_p)
-    if padded_area <= _PAD_AREA_RATIO_LIMIT * steps * pitches:
+    ratio = padded_area_ratio(self.kernel.shape[:2], self.dilation, x_BTPC.shape[1],
+                              x_BTPC.shape[2])
+    if ratio <= _PAD_AREA_RATIO_LIMIT:
       return self._padded_taps(x_BTPC)
     return self._windowed_taps(x_BTPC)
 

@@ -109,3 +109,29 @@ def small_dilated(repeats: int, warmup: int) -> list[dict]:
                         warmup=warmup, original='0.141 s'),
       one, many,
   ]
+
+
+# The two ways coconet.model.DepthwiseConv adds its taps, at batch 64 of the small-dilated config's
+# activations (64 x 32 x 46 x 64): padding once then summing 9 shifted slices in one pass, or 9
+# scatter-adds into the overlapping windows (each a read-modify-write of the output). The model
+# picks by the padded-to-unpadded area (_PAD_AREA_RATIO_LIMIT); these rows show where that lies.
+_TAPS_DILATIONS = ((4, 4), (8, 8), (16, 16), (16, 32))
+
+
+@bench.register('coconet/depthwise_taps')
+def depthwise_taps(repeats: int, warmup: int) -> list[dict]:
+  x = jax.random.normal(jax.random.key(0), (64, HARMONIZE_STEPS, data.NUM_PITCHES, 64))
+  results = []
+  for dilation in _TAPS_DILATIONS:
+    conv = model_lib.DepthwiseConv(64, (3, 3), dilation=dilation,
+                                   kernel_init=nnx.initializers.he_normal(), rngs=nnx.Rngs(0))
+    ratio = model_lib.padded_area_ratio((3, 3), dilation, x.shape[1], x.shape[2])
+    for strategy in ('padded', 'windowed'):
+      taps = jax.jit(getattr(conv, f'_{strategy}_taps'))
+      seconds = bench.median_seconds(lambda: bench.block(taps(x)), repeats=repeats, warmup=warmup)
+      chosen = (ratio <= model_lib._PAD_AREA_RATIO_LIMIT) == (strategy == 'padded')
+      results.append(bench.result(
+          f'coconet/depthwise_taps/{strategy}_{dilation[0]}x{dilation[1]}', seconds,
+          note=f'batch 64 x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
+               + ('; the model uses this one' if chosen else '')))
+  return results

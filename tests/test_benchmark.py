@@ -75,6 +75,22 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
   assert results[2]['same_word'] and results[2]['speedup_vs_full'] > 0
 
 
+def test_depthwise_taps_rows_time_both_strategies_and_name_the_models_choice():
+  from coconet import model as model_lib
+  from experiments import bench_coconet
+  results = bench_coconet.depthwise_taps(repeats=1, warmup=0)
+  assert len(results) == 2 * len(bench_coconet._TAPS_DILATIONS)
+  assert all(r['seconds'] > 0 for r in results)
+  for padded, windowed in zip(results[::2], results[1::2]):
+    assert padded['name'].split('/')[-1].startswith('padded_')
+    assert windowed['name'].split('/')[-1].startswith('windowed_')
+    # Exactly one of the pair is the model's choice, the one its area limit picks.
+    chosen = ['the model uses this one' in r['note'] for r in (padded, windowed)]
+    ratio = float(padded['note'].split('padded area ')[1].split('x')[0])
+    padded_wins = ratio <= model_lib._PAD_AREA_RATIO_LIMIT
+    assert chosen == [padded_wins, not padded_wins]
+
+
 def test_kernel_gradient_rows_time_the_same_product_both_ways():
   from experiments import bench_reference
   from experiments import benchmarks
