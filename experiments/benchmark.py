@@ -40,9 +40,9 @@ _README = flags.DEFINE_string('readme', None, 'Also write the table into this fi
                               f'{README_BEGIN!r} and {README_END!r} lines (make bench: README.md).')
 
 
-# The widest vector extension a CPU has, as the machine line names it: lscpu calls a Zen 3 and a
-# Zen 4 VM both "AMD EPYC", yet the second's products run ~1.6x (f32) and ~4.6x (bf16) as fast
-# (rows reference/matmul_*), so figures from the two must not read as one machine's.
+# The widest vector extension a CPU has, as the machine line names it: an AVX2-only and an
+# AVX512-BF16 EPYC VM both call themselves "AMD EPYC", yet the second's products ran ~1.6x (f32)
+# and ~4.6x (bf16) as fast (rows reference/matmul_*), so their figures must not read as one's.
 _VECTOR_EXTENSIONS = (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX512-BF16'), ('avx512f', 'AVX-512'),
                       ('avx2', 'AVX2'))
 
