@@ -119,8 +119,8 @@ _TAPS_DILATIONS = ((4, 4), (8, 8), (16, 16), (16, 32))
 
 
 @bench.register('coconet/depthwise_taps')
-def depthwise_taps(repeats: int, warmup: int) -> list[dict]:
-  x = jax.random.normal(jax.random.key(0), (64, HARMONIZE_STEPS, data.NUM_PITCHES, 64))
+def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
+  x = jax.random.normal(jax.random.key(0), (batch_size, HARMONIZE_STEPS, data.NUM_PITCHES, 64))
   results = []
   for dilation in _TAPS_DILATIONS:
     conv = model_lib.DepthwiseConv(64, (3, 3), dilation=dilation,
@@ -132,6 +132,6 @@ def depthwise_taps(repeats: int, warmup: int) -> list[dict]:
       chosen = (ratio <= model_lib._PAD_AREA_RATIO_LIMIT) == (strategy == 'padded')
       results.append(bench.result(
           f'coconet/depthwise_taps/{strategy}_{dilation[0]}x{dilation[1]}', seconds,
-          note=f'batch 64 x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
+          note=f'batch {batch_size} x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
                + ('; the model uses this one' if chosen else '')))
   return results

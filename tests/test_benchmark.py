@@ -78,7 +78,7 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
 def test_depthwise_taps_rows_time_both_strategies_and_name_the_models_choice():
   from coconet import model as model_lib
   from experiments import bench_coconet
-  results = bench_coconet.depthwise_taps(repeats=1, warmup=0)
+  results = bench_coconet.depthwise_taps(repeats=1, warmup=0, batch_size=2)
   assert len(results) == 2 * len(bench_coconet._TAPS_DILATIONS)
   assert all(r['seconds'] > 0 for r in results)
   for padded, windowed in zip(results[::2], results[1::2]):
