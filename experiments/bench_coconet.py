@@ -132,6 +132,7 @@ def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
       chosen = (ratio <= model_lib._PAD_AREA_RATIO_LIMIT) == (strategy == 'padded')
       results.append(bench.result(
           f'coconet/depthwise_taps/{strategy}_{dilation[0]}x{dilation[1]}', seconds,
+          padded_area_ratio=ratio, model_uses_it=chosen,
           note=f'batch {batch_size} x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
                + ('; the model uses this one' if chosen else '')))
   return results

@@ -85,10 +85,9 @@ def test_depthwise_taps_rows_time_both_strategies_and_name_the_models_choice():
     assert padded['name'].split('/')[-1].startswith('padded_')
     assert windowed['name'].split('/')[-1].startswith('windowed_')
     # Exactly one of the pair is the model's choice, the one its area limit picks.
-    chosen = ['the model uses this one' in r['note'] for r in (padded, windowed)]
-    ratio = float(padded['note'].split('padded area ')[1].split('x')[0])
-    padded_wins = ratio <= model_lib._PAD_AREA_RATIO_LIMIT
-    assert chosen == [padded_wins, not padded_wins]
+    padded_wins = padded['padded_area_ratio'] <= model_lib._PAD_AREA_RATIO_LIMIT
+    assert [padded['model_uses_it'], windowed['model_uses_it']] == [padded_wins, not padded_wins]
+    assert ('the model uses this one' in padded['note']) == padded_wins
 
 
 def test_kernel_gradient_rows_time_the_same_product_both_ways():
