@@ -45,27 +45,38 @@ _README = flags.DEFINE_string('readme', None, 'Also write the table into this fi
 # and ~4.6x (bf16) as fast (rows reference/matmul_*), so their figures must not read as one's.
 _VECTOR_EXTENSIONS = (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX512-BF16'), ('avx512f', 'AVX-512'),
                       ('avx2', 'AVX2'))
+# The CPU family too: two AVX512-BF16 EPYC VMs differed ~1.9x in f32 products (185 against
+# 353 GFLOP/s); the faster one was family 26 (Zen 5, full-width AVX-512 units).
+_CPUINFO = '/proc/cpuinfo'
+
+
+def _cpuinfo_fields(*names: str) -> dict[str, str]:
+  """The first value of each named /proc/cpuinfo field that the file has."""
+  found = {}
+  try:
+    with open(_CPUINFO) as f:
+      for line in f:
+        name, _, value = line.partition(':')
+        if name.strip() in names and name.strip() not in found:
+          found[name.strip()] = value.strip()
+  except OSError:
+    pass
+  return found
 
 
 def machine_description() -> str:
-  """CPU model, widest vector extension and core count (or the accelerator), as a README table
-  names the machine: 'AMD EPYC (AVX512-BF16), 2 cores'."""
+  """CPU model, family, widest vector extension and core count (or the accelerator), as a README
+  table names the machine: 'AMD EPYC (family 26, AVX512-BF16), 2 cores'."""
   devices = jax.devices()
   if devices[0].platform != 'cpu':
     return f'{len(devices)} x {devices[0].device_kind}'
-  model = platform.processor() or 'unknown CPU'
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          model = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
+  info = _cpuinfo_fields('model name', 'cpu family')
+  model = info.get('model name') or platform.processor() or 'unknown CPU'
   flags_here = precision.cpu_flags()
-  extension = next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags_here), None)
-  if extension:
-    model = f'{model} ({extension})'
+  details = [f'family {info["cpu family"]}'] if info.get('cpu family') else []
+  details += [name for flag, name in _VECTOR_EXTENSIONS if flag in flags_here][:1]
+  if details:
+    model = f'{model} ({", ".join(details)})'
   return f'{model}, {os.cpu_count()} cores'
 
 

@@ -126,17 +126,28 @@ def test_aims_read_met_or_not_met_from_the_rows():
   assert elsewhere['cpword/paper/cached_word_at_1024'] == status['cpword/paper/cached_word_at_1024']
 
 
-@pytest.mark.parametrize('cpu_flags, extension', [
-    ({'avx2', 'avx512f', 'avx512_bf16'}, ' (AVX512-BF16), '),
-    ({'avx2', 'avx512f'}, ' (AVX-512), '),
-    ({'avx2', 'fma'}, ' (AVX2), '),
-    (set(), ', ')])
-def test_machine_line_names_the_widest_vector_extension(monkeypatch, cpu_flags, extension):
-  """Two EPYCs that lscpu names alike, one with AVX2 only, are not one machine to the table."""
+@pytest.mark.parametrize('cpu_flags, family, details', [
+    ({'avx2', 'avx512f', 'avx512_bf16'}, '26', ' (family 26, AVX512-BF16), '),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, '25', ' (family 25, AVX512-BF16), '),
+    ({'avx2', 'avx512f'}, '26', ' (family 26, AVX-512), '),
+    ({'avx2', 'fma'}, '25', ' (family 25, AVX2), '),
+    ({'avx2'}, None, ' (AVX2), '),
+    (set(), None, ', ')])
+def test_machine_line_names_the_family_and_widest_vector_extension(monkeypatch, tmp_path,
+                                                                   cpu_flags, family, details):
+  """EPYCs that lscpu names alike, one with AVX2 only, two with AVX512-BF16 but products ~1.9x
+  apart, are not one machine to the table."""
+  cpuinfo = tmp_path / 'cpuinfo'
+  family_line = f'cpu family\t: {family}\n' if family else ''
+  # Each processor repeats the fields; the first one's count.
+  cpuinfo.write_text(f'processor\t: 0\n{family_line}model name\t: AMD EPYC\n'
+                     f'processor\t: 1\n{family_line.replace(str(family), "99")}'
+                     'model name\t: Other\n')
+  monkeypatch.setattr(benchmark, '_CPUINFO', str(cpuinfo))
   monkeypatch.setattr(benchmark.precision, 'cpu_flags', lambda: frozenset(cpu_flags))
   line = benchmark.machine_description()
-  assert extension in line and line.endswith(' cores')
-  if extension != ' (AVX512-BF16), ':
+  assert line.startswith('AMD EPYC') and details in line and line.endswith(' cores')
+  if details != ' (family 26, AVX512-BF16), ':
     assert line != registry.AIMS_MACHINE
 
 
