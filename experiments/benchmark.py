@@ -115,14 +115,15 @@ def write_readme_table(path: str, table: str) -> None:
 
 def _merge_with_earlier(path: str, results: list[dict], machine: str) -> list[dict]:
   """This run's results plus the earlier file's results for benchmarks not rerun (same machine
-  and jax only), so `--only=x` updates part of the table instead of dropping the rest."""
+  and jax only), so `--only=x` updates part of the table instead of dropping the rest; sorted by
+  name either way, so tables from full and partial runs list rows alike."""
   try:
     with open(path) as f:
       earlier = json.load(f)
   except (OSError, ValueError):
-    return results
+    return sorted(results, key=lambda r: r['name'])
   if earlier.get('machine') != machine or earlier.get('jax') != jax.__version__:
-    return results
+    return sorted(results, key=lambda r: r['name'])
   fresh = {r['name'] for r in results}
   kept = [r for r in earlier.get('results', []) if r.get('name') not in fresh]
   return sorted(kept + results, key=lambda r: r['name'])
