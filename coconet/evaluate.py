@@ -38,6 +38,7 @@ import tqdm
 
 from common.errors import UserError
 from coconet import data
+from coconet import model as model_lib
 
 UNITS = ('note', 'frame')
 ORDERS = ('chronological', 'random')
@@ -48,7 +49,8 @@ def _chain_terms(graphdef, state, roll_TPI, rank_TI, d_C):
   """log p of the group revealed at each step d in d_C: (C,). Steps with no group give 0."""
   hidden_CTI = rank_TI[None] >= d_C[:, None, None]
   roll_CTPI = jnp.broadcast_to(roll_TPI[None], (d_C.shape[0], *roll_TPI.shape))
-  logits = nnx.merge(graphdef, state)(roll_CTPI, hidden_CTI.astype(jnp.float32))
+  logits = model_lib.logits_in_chunks(nnx.merge(graphdef, state), roll_CTPI,
+                                      hidden_CTI.astype(jnp.float32))
   log_p_CTI = jnp.sum(jax.nn.log_softmax(logits, axis=2) * roll_CTPI, axis=2)
   current_CTI = rank_TI[None] == d_C[:, None, None]
   return jnp.sum(jnp.where(current_CTI, log_p_CTI, 0.0), axis=(1, 2))
@@ -180,7 +182,6 @@ def evaluate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any]
   options: split, units, orders, ensemble_size, max_pieces, crop_len, bn_batches, seed,
   chunk_size, data_dir.
   """
-  from coconet import model as model_lib  # pylint: disable=g-import-not-at-top
   from coconet import train  # pylint: disable=g-import-not-at-top
   if options.get('data_dir'):
     config.data_dir = options['data_dir']

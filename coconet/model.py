@@ -219,6 +219,45 @@ def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coco
                  separable=model_config.get('separable', False), dilation=dilation, rngs=rngs)
 
 
+# On CPU a forward pass over many pieces runs a few pieces at a time (lax.map over chunks of the
+# batch), so that each layer's activations stay in cache: at batch 64 the small dilated separable
+# net's activations are 24 MB a layer, and one pass took 64-92 ms at once against 40 ms in
+# chunks of 4 or 8 pieces (2-core family-26 EPYC, 1.5-3 MB per activation; identical logits).
+# Batch norm in eval mode is per piece, so chunks give the same result. Training (batch
+# statistics) never chunks.
+CPU_CHUNK_ACTIVATION_BYTES = 3 * 1024 * 1024
+
+
+def forward_chunk_size(model: Coconet, roll_shape_BTPI: tuple[int, ...]) -> int:
+  """Pieces per forward chunk: the whole batch off CPU, else as many as keep one activation
+  (T x P x filters, f32) within CPU_CHUNK_ACTIVATION_BYTES (at least 1)."""
+  batch, steps, pitches = roll_shape_BTPI[:3]
+  if jax.default_backend() != 'cpu':
+    return batch
+  filters = max(layer.norm.num_features for layer in model.layers)
+  per_piece = steps * pitches * filters * 4
+  return int(min(batch, max(1, CPU_CHUNK_ACTIVATION_BYTES // per_piece)))
+
+
+def logits_in_chunks(model: Coconet, roll_BTPI: jax.Array, mask_BTI: jax.Array,
+                     chunk: int | None = None) -> jax.Array:
+  """model(roll, mask) (eval mode), computed `chunk` pieces at a time (forward_chunk_size by
+  default); the batch is padded to a multiple of the chunk and the padding dropped."""
+  batch = roll_BTPI.shape[0]
+  chunk = forward_chunk_size(model, roll_BTPI.shape) if chunk is None else chunk
+  if chunk >= batch:
+    return model(roll_BTPI, mask_BTI)
+  num_chunks = -(-batch // chunk)
+  pad = num_chunks * chunk - batch
+
+  def split(x):
+    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+  out = jax.lax.map(lambda rm: model(*rm), (split(roll_BTPI), split(mask_BTI)))
+  return out.reshape(num_chunks * chunk, *out.shape[2:])[:batch]
+
+
 def predict_log_probs(model: nnx.Module, roll_BTPI: jax.Array, mask_BTI: jax.Array) -> jax.Array:
   """log softmax over pitch of the model's logits: log_probs_BTPI."""
   return jax.nn.log_softmax(model(roll_BTPI, mask_BTI), axis=2)

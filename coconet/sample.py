@@ -35,6 +35,7 @@ import numpy as np
 from common import masking
 from common.errors import UserError
 from coconet import data
+from coconet import model as model_lib
 
 METHODS = ('independent', 'ancestral', 'gibbs')
 
@@ -50,7 +51,8 @@ def _eval_split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
 
 def _logits(graphdef: nnx.GraphDef, state: nnx.State, roll_BTPI: jax.Array,
             mask_BTI: jax.Array) -> jax.Array:
-  return nnx.merge(graphdef, state)(roll_BTPI, mask_BTI.astype(jnp.float32))
+  return model_lib.logits_in_chunks(nnx.merge(graphdef, state), roll_BTPI,
+                                    mask_BTI.astype(jnp.float32))
 
 
 def sample_pitches(key: jax.Array, logits_BTPI: jax.Array, temperature: jax.Array | float

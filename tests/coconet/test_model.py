@@ -109,6 +109,29 @@ def test_hidden_notes_do_not_leak():
   assert not np.allclose(model(roll, mask), model(visible_change, mask))
 
 
+@pytest.mark.parametrize('chunk', [1, 3, 7, 10])
+def test_logits_in_chunks_equal_one_whole_batch_pass(chunk):
+  """The CPU fast path (a few pieces per forward pass, the batch padded to whole chunks) gives
+  the plain pass's logits; eval-mode batch norm is per piece."""
+  model = model_lib.Coconet(num_layers=4, num_filters=8, rngs=nnx.Rngs(0))
+  model.eval()
+  roll, mask = _inputs(batch=7)
+  whole = model(roll, mask)
+  chunked = jax.jit(lambda r, m: model_lib.logits_in_chunks(model, r, m, chunk))(roll, mask)
+  assert chunked.shape == whole.shape
+  np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_forward_chunk_size_keeps_one_activation_within_the_budget(monkeypatch):
+  model = model_lib.Coconet(num_layers=4, num_filters=8, rngs=nnx.Rngs(0))
+  per_piece = 32 * data.NUM_PITCHES * 8 * 4  # T x P x filters, f32
+  monkeypatch.setattr(model_lib, 'CPU_CHUNK_ACTIVATION_BYTES', 5 * per_piece + 1)
+  assert model_lib.forward_chunk_size(model, (64, 32, data.NUM_PITCHES, 4)) == 5
+  assert model_lib.forward_chunk_size(model, (3, 32, data.NUM_PITCHES, 4)) == 3
+  monkeypatch.setattr(model_lib, 'CPU_CHUNK_ACTIVATION_BYTES', 1)
+  assert model_lib.forward_chunk_size(model, (64, 32, data.NUM_PITCHES, 4)) == 1
+
+
 def test_reestimate_batch_norm_gives_population_statistics():
   model = model_lib.Coconet(num_layers=4, num_filters=8, rngs=nnx.Rngs(0))
   a, b = _inputs(seed=1), _inputs(seed=2)

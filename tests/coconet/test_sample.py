@@ -6,6 +6,7 @@ import pytest
 
 from common.errors import UserError
 from coconet import data
+from coconet import model as model_lib
 from coconet import sample
 from tests.coconet.helpers import forward
 from tests.coconet.helpers import make_piece
@@ -40,6 +41,30 @@ def test_jitted_gibbs_equals_reference_loop(tiny_model):
                                 roll[~free[:, :, None, :].repeat(46, 2)])
   other = np.asarray(sample.gibbs_sample(tiny_model, jax.random.key(8), roll, free, **kwargs))
   assert not np.array_equal(other, jitted)  # the comparison can fail
+
+
+def test_jitted_gibbs_in_chunks_equals_reference_loop(tiny_model, monkeypatch):
+  """With the forward pass run two pieces at a time (three pieces: one padded chunk), the jitted
+  sampler still draws exactly what the whole-batch reference loop draws."""
+  filters = max(layer.norm.num_features for layer in tiny_model.layers)
+  monkeypatch.setattr(model_lib, 'CPU_CHUNK_ACTIVATION_BYTES', 2 * 8 * data.NUM_PITCHES * filters * 4)
+  assert model_lib.forward_chunk_size(tiny_model, (3, 8, data.NUM_PITCHES, 4)) == 2
+  samplers = (sample._independent, sample._gibbs)
+  for jitted_fn in samplers:
+    jitted_fn.clear_cache()  # the chunk size is read when a sampler is traced
+  pieces = np.stack([make_piece(8, seed=s) for s in range(3)])
+  roll = np.stack([data.pitches_to_roll(p) for p in pieces])
+  free = np.zeros(pieces.shape, bool)
+  free[:, :, 1:] = True
+  key = jax.random.key(3)
+  kwargs = dict(num_steps=6, temperature=0.9)
+  try:
+    jitted = np.asarray(sample.gibbs_sample(tiny_model, key, roll, free, **kwargs))
+  finally:
+    for jitted_fn in samplers:
+      jitted_fn.clear_cache()
+  reference = sample.gibbs_sample_reference(tiny_model, key, roll, free, **kwargs)
+  np.testing.assert_array_equal(jitted, reference)
 
 
 def test_harmonize_keeps_the_soprano_exactly(tiny_model):
