@@ -138,3 +138,32 @@ def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
           note=f'batch {batch_size} x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
                + ('; the model uses this one' if chosen else '')))
   return results
+
+
+# Pieces per forward pass for the 'forward_chunks' rows; 64 is the whole batch in one pass.
+_FORWARD_CHUNKS = (1, 4, 8, 16, 64)
+
+
+@bench.register('coconet/forward_chunks')
+def forward_chunks(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
+  """One eval-mode forward pass of the small dilated config over `batch_size` pieces of 32 steps,
+  run `chunk` pieces at a time (model.logits_in_chunks), against the whole batch at once."""
+  model = _eval_model(small_dilated_config())
+  rng = np.random.default_rng(0)
+  roll = jnp.asarray(data.indices_to_roll(rng.integers(
+      0, data.NUM_PITCHES, size=(batch_size, HARMONIZE_STEPS, data.NUM_INSTRUMENTS))))
+  mask = jnp.asarray(rng.random((batch_size, HARMONIZE_STEPS, data.NUM_INSTRUMENTS)) < 0.5,
+                     jnp.float32)
+  per_pass = _forward_flops(model, batch_size)
+  default = model_lib.forward_chunk_size(model, roll.shape)
+  results = []
+  for chunk in sorted({min(chunk, batch_size) for chunk in _FORWARD_CHUNKS}):
+    forward = jax.jit(lambda r, m, chunk=chunk: model_lib.logits_in_chunks(model, r, m, chunk))
+    seconds = bench.median_seconds(lambda: bench.block(forward(roll, mask)), repeats=repeats,
+                                   warmup=warmup)
+    results.append(bench.result(
+        f'coconet/forward_chunks/chunk_{chunk}', seconds, flops=per_pass, chunk=chunk,
+        model_uses_it=chunk == default,
+        note=f'small dilated config, batch {batch_size} x 32 steps, {chunk} pieces per pass'
+             + ('; sampling uses this one here' if chunk == default else '')))
+  return results
