@@ -162,7 +162,7 @@ def forward_chunks(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
     seconds = bench.median_seconds(lambda: bench.block(forward(roll, mask)), repeats=repeats,
                                    warmup=warmup)
     results.append(bench.result(
-        f'coconet/forward_chunks/chunk_{chunk}', seconds, flops=per_pass, chunk=chunk,
+        f'coconet/forward_chunks/chunk_{chunk:02d}', seconds, flops=per_pass, chunk=chunk,
         model_uses_it=chunk == default,
         note=f'small dilated config, batch {batch_size} x 32 steps, {chunk} pieces per pass'
              + ('; sampling uses this one here' if chunk == default else '')))

@@ -93,8 +93,8 @@ def test_depthwise_taps_rows_time_both_strategies_and_name_the_models_choice():
 def test_forward_chunk_rows_name_the_chunk_sampling_uses():
   from experiments import bench_coconet
   results = bench_coconet.forward_chunks(repeats=1, warmup=0, batch_size=4)
-  assert [r['name'] for r in results] == ['coconet/forward_chunks/chunk_1',
-                                          'coconet/forward_chunks/chunk_4']
+  assert [r['name'] for r in results] == ['coconet/forward_chunks/chunk_01',
+                                          'coconet/forward_chunks/chunk_04']
   assert all(r['seconds'] > 0 and r['gflops_per_s'] > 0 for r in results)
   # 32 x 46 x 64 f32 is 0.38 MB a piece: 4 pieces fit the 3 MB budget, so the whole batch of 4.
   assert [r['model_uses_it'] for r in results] == [False, True]
