@@ -221,9 +221,9 @@ def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coco
 
 # On CPU a forward pass over many pieces runs a few pieces at a time (lax.map over chunks of the
 # batch), so that each layer's activations stay in cache: at batch 64 the small dilated separable
-# net's activations are 24 MB a layer, and one pass took 64-92 ms at once against 40 ms in
-# chunks of 4 or 8 pieces (2-core family-26 EPYC, 1.5-3 MB per activation; identical logits).
-# Batch norm in eval mode is per piece, so chunks give the same result. Training (batch
+# net's activations are 24 MB a layer, and one pass took 62.6 ms at once against 38.3 ms in
+# chunks of 8 pieces, 3 MB an activation (`python -m experiments.benchmark
+# --only=coconet/forward_chunks`, 2-core family-26 EPYC; the logits are identical). Batch norm in eval mode is per piece, so chunks give the same result. Training (batch
 # statistics) never chunks.
 CPU_CHUNK_ACTIVATION_BYTES = 3 * 1024 * 1024
 

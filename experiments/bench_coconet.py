@@ -85,8 +85,8 @@ def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup
 
 @bench.register('coconet/paper')
 def paper(repeats: int, warmup: int) -> list[dict]:
-  # ~11-16 s a call. Five timed calls: single calls of the train step ranged 10.5-13.6 s on the
-  # family-26 EPYC within minutes, and a median of 3 moved the GFLOP/s from 231 to 260.
+  # ~11-16 s a call. Five timed calls: single train steps ranged 10.5-13.6 s on the family-26
+  # EPYC within minutes, and medians of 3 in two runs gave 231 and 260 GFLOP/s.
   repeats, warmup = min(repeats, 5), min(warmup, 1)
   config = paper_config()
   return [

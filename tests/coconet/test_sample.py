@@ -47,7 +47,8 @@ def test_jitted_gibbs_in_chunks_equals_reference_loop(tiny_model, monkeypatch):
   """With the forward pass run two pieces at a time (three pieces: one padded chunk), the jitted
   sampler still draws exactly what the whole-batch reference loop draws."""
   filters = max(layer.norm.num_features for layer in tiny_model.layers)
-  monkeypatch.setattr(model_lib, 'CPU_CHUNK_ACTIVATION_BYTES', 2 * 8 * data.NUM_PITCHES * filters * 4)
+  two_pieces = 2 * 8 * data.NUM_PITCHES * filters * 4  # bytes of 2 pieces' activations, f32
+  monkeypatch.setattr(model_lib, 'CPU_CHUNK_ACTIVATION_BYTES', two_pieces)
   assert model_lib.forward_chunk_size(tiny_model, (3, 8, data.NUM_PITCHES, 4)) == 2
   samplers = (sample._independent, sample._gibbs)
   for jitted_fn in samplers:
