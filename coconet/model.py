@@ -223,8 +223,8 @@ def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coco
 # batch), so that each layer's activations stay in cache: at batch 64 the small dilated separable
 # net's activations are 24 MB a layer, and one pass took 62.6 ms at once against 38.3 ms in
 # chunks of 8 pieces, 3 MB an activation (`python -m experiments.benchmark
-# --only=coconet/forward_chunks`, 2-core family-26 EPYC; the logits are identical). Batch norm in eval mode is per piece, so chunks give the same result. Training (batch
-# statistics) never chunks.
+# --only=coconet/forward_chunks`, 2-core family-26 EPYC). Batch norm in eval mode is per piece,
+# so chunks give the same logits. Training (batch statistics) never chunks.
 CPU_CHUNK_ACTIVATION_BYTES = 3 * 1024 * 1024
 
 
