@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import masking
+from common import sampling
 from common.errors import UserError
 from coconet import data
 from coconet import model as model_lib
@@ -60,7 +61,9 @@ def sample_pitches(key: jax.Array, logits_BTPI: jax.Array, temperature: jax.Arra
   """Pitch indices (B, T, I) from logits over axis 2; temperature 0 means argmax."""
   temperature = jnp.asarray(temperature, jnp.float32)
   scaled = logits_BTPI / jnp.maximum(temperature, 1e-6)
-  sampled = jax.random.categorical(key, scaled, axis=2)
+  # One uniform number per variable (inverse CDF) instead of jax.random.categorical's Gumbel
+  # variable per pitch: at 64 pieces x 32 steps that took 6.9 ms of a ~47 ms Gibbs step.
+  sampled = sampling.categorical(key, jnp.swapaxes(scaled, 2, 3))
   return jnp.where(temperature > 0, sampled, jnp.argmax(logits_BTPI, axis=2))
 
 
@@ -218,7 +221,8 @@ def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndar
 
   def resample(roll, block, sample_key):
     logits = np.asarray(forward(model, jnp.asarray(roll), jnp.asarray(block, jnp.float32)))
-    idx = np.asarray(jax.random.categorical(sample_key, jnp.asarray(logits) / temperature, axis=2))
+    idx = np.asarray(sampling.categorical(sample_key,
+                                          jnp.swapaxes(jnp.asarray(logits) / temperature, 2, 3)))
     for b, t, i in zip(*np.nonzero(block)):
       roll[b, t, :, i] = 0.0
       roll[b, t, idx[b, t, i], i] = 1.0
