@@ -61,8 +61,9 @@ def sample_pitches(key: jax.Array, logits_BTPI: jax.Array, temperature: jax.Arra
   """Pitch indices (B, T, I) from logits over axis 2; temperature 0 means argmax."""
   temperature = jnp.asarray(temperature, jnp.float32)
   scaled = logits_BTPI / jnp.maximum(temperature, 1e-6)
-  # One uniform number per variable (inverse CDF) instead of jax.random.categorical's Gumbel
-  # variable per pitch: at 64 pieces x 32 steps that took 6.9 ms of a ~47 ms Gibbs step.
+  # One uniform number per variable (inverse CDF), as MusicVAE samples, instead of
+  # jax.random.categorical's Gumbel variable per pitch: a batch-64 draw 2-3 against 3.5-4.4 ms
+  # (`python -m experiments.benchmark --only=coconet/pitch_draw`).
   sampled = sampling.categorical(key, jnp.swapaxes(scaled, 2, 3))
   return jnp.where(temperature > 0, sampled, jnp.argmax(logits_BTPI, axis=2))
 

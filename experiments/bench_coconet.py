@@ -85,8 +85,8 @@ def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup
 
 @bench.register('coconet/paper')
 def paper(repeats: int, warmup: int) -> list[dict]:
-  # ~11-16 s a call. Five timed calls: single train steps ranged 10.5-13.6 s on the family-26
-  # EPYC within minutes, and medians of 3 in two runs gave 231 and 260 GFLOP/s.
+  # ~11-16 s a call. Five timed calls: on the family-26 EPYC, medians of 3 in three runs within
+  # an hour gave 231, 232 and 260 GFLOP/s for the train step.
   repeats, warmup = min(repeats, 5), min(warmup, 1)
   config = paper_config()
   return [
@@ -166,4 +166,25 @@ def forward_chunks(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
         model_uses_it=chunk == default,
         note=f'small dilated config, batch {batch_size} x 32 steps, {chunk} pieces per pass'
              + ('; sampling uses this one here' if chunk == default else '')))
+  return results
+
+
+@bench.register('coconet/pitch_draw')
+def pitch_draw(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
+  """One Gibbs step's draw of every variable's pitch at `batch_size` x 32 steps: sampling's
+  inverse CDF (sample.sample_pitches) against jax.random.categorical's Gumbel variable per pitch."""
+  logits = jax.random.normal(jax.random.key(0), (batch_size, HARMONIZE_STEPS, data.NUM_PITCHES,
+                                                 data.NUM_INSTRUMENTS))
+  draws = {
+      'inverse_cdf': jax.jit(lambda key, x: sample_lib.sample_pitches(key, x, 0.99)),
+      'gumbel': jax.jit(lambda key, x: jax.random.categorical(key, x / 0.99, axis=2)),
+  }
+  results = []
+  for name, draw in draws.items():
+    seconds = bench.median_seconds(lambda: bench.block(draw(jax.random.key(1), logits)),
+                                   repeats=repeats, warmup=warmup)
+    results.append(bench.result(
+        f'coconet/pitch_draw/{name}', seconds,
+        note=f'{batch_size} x 32 steps x 4 voices over 46 pitches'
+             + ('; sampling uses this one' if name == 'inverse_cdf' else '')))
   return results

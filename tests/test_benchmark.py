@@ -100,6 +100,14 @@ def test_forward_chunk_rows_name_the_chunk_sampling_uses():
   assert [r['model_uses_it'] for r in results] == [False, True]
 
 
+def test_pitch_draw_rows_time_both_samplers():
+  from experiments import bench_coconet
+  results = bench_coconet.pitch_draw(repeats=1, warmup=0, batch_size=2)
+  assert [r['name'] for r in results] == ['coconet/pitch_draw/inverse_cdf',
+                                          'coconet/pitch_draw/gumbel']
+  assert all(r['seconds'] > 0 for r in results)
+
+
 def test_kernel_gradient_rows_time_the_same_product_both_ways():
   from experiments import bench_reference
   from experiments import benchmarks
