@@ -85,8 +85,8 @@ def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup
 
 @bench.register('coconet/paper')
 def paper(repeats: int, warmup: int) -> list[dict]:
-  # ~11-16 s a call. Five timed calls: on the family-26 EPYC, medians of 3 in three runs within
-  # an hour gave 231, 232 and 260 GFLOP/s for the train step.
+  # ~11-16 s a call. Five timed calls: on the family-26 EPYC three runs within an hour gave 232,
+  # 260 and 231 GFLOP/s for the train step (medians of 2, 3 and 3 calls).
   repeats, warmup = min(repeats, 5), min(warmup, 1)
   config = paper_config()
   return [
