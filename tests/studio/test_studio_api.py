@@ -14,6 +14,7 @@ from common import midi
 from common.errors import UserError
 from studio import app as app_lib
 from studio import engine
+from studio import sessions
 
 # Eighth-note columns of the grid (None: rest); all inside the soprano range.
 MELODY = [67, 67, 69, 71, None, 72, 72, 74, 76, 76, 74, 72, 71, None, 69, 67] * 2
@@ -330,7 +331,7 @@ def test_session_store_drops_the_least_recently_used():
 
 
 def test_render_cache_is_bounded(monkeypatch):
-  monkeypatch.setattr(app_lib, 'CACHE_BYTES', 100)
+  monkeypatch.setattr(sessions, 'CACHE_BYTES', 100)
   session = app_lib.Session('x' * 32, 0)
   ids = [session.add_output(app_lib.Output(seq=None, name='n', title='t')) for _ in range(3)]
   for output_id in ids:
