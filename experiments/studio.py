@@ -7,6 +7,7 @@ r"""The studio: a local web app to evolve MusicVAE melodies and harmonize melodi
 Evolve needs a trained MusicVAE (default pretrained/mel_2bar_small; without one the page says so
 and Harmonize still works). Harmonize uses the shipped pretrained/coconet_small. More in
 docs/studio.md. Binds to 127.0.0.1: only this computer can reach it unless --host says otherwise.
+At most --max_sessions sessions stay in memory; idle ones are spilled to --session_dir.
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ _TEMPERATURE = flags.DEFINE_float('temperature', None, 'MusicVAE decoding temper
 _GIBBS_STEPS = flags.DEFINE_integer('gibbs_steps', 64, 'Default Gibbs steps on Harmonize.')
 _SEED = flags.DEFINE_integer('seed', None, 'Seed for the sessions\' random draws (default: '
                              'random).')
-_MAX_SESSIONS = flags.DEFINE_integer('max_sessions', 64, 'Sessions kept at once.')
+_MAX_SESSIONS = flags.DEFINE_integer(
+    'max_sessions', 64, 'Sessions kept in memory at once; beyond that, sessions that never came '
+    'back are dropped first, then idle ones are spilled to --session_dir (docs/studio.md).')
+_SESSION_DIR = flags.DEFINE_string(
+    'session_dir', None, 'Folder for spilled sessions; sessions left there at Ctrl+C are found '
+    'again after a restart (default: a temporary folder, deleted at exit).')
+_ACTIVE_SESSION_MINUTES = flags.DEFINE_float(
+    'active_session_minutes', 15.0, 'A session used within this many minutes is never pushed '
+    'out of memory by a new one.')
 _WARMUP = flags.DEFINE_bool('warmup', True, 'Compile the models before serving, so that the '
                             'first page view is quick.')
 
@@ -76,7 +85,9 @@ def main(argv: list[str]) -> None:
       default_gibbs_steps=_GIBBS_STEPS.value)
   loopback = _is_loopback(_HOST.value)
   app = app_lib.create_app(models, settings, seed=_SEED.value, max_sessions=_MAX_SESSIONS.value,
-                           trusted_hosts=app_lib.LOOPBACK_HOSTS if loopback else None)
+                           trusted_hosts=app_lib.LOOPBACK_HOSTS if loopback else None,
+                           session_dir=_SESSION_DIR.value or None,
+                           active_session_minutes=_ACTIVE_SESSION_MINUTES.value)
   if not loopback:
     print(f'Warning: listening on {_HOST.value}: other computers on the network can use the '
           f'studio (and its CPU).', flush=True)

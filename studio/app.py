@@ -7,9 +7,10 @@ Where things live: sessions and the store that bounds them in studio/sessions.py
 bodies and values in studio/requests.py; the routes in studio/routes/ (pages and files, info,
 evolve, harmonize), which share a `routes.context.Studio` kept in app.extensions['studio'].
 
-Locks: the session store's lock guards the dict of sessions; a session's lock guards its state for
-the whole request; `Models.lock` serializes model calls and is only ever taken while holding at
-most one session lock (never the other way round), so there is no lock-order cycle.
+Locks: the session store's lock guards its dicts and is never held while waiting for another
+lock; a session's lock guards its state for the whole request; `Models.lock` serializes model
+calls and is only ever taken while holding at most one session lock (never the other way round),
+so there is no lock-order cycle.
 
 Errors: every error is JSON {"error": message} with a 4xx status for bad input (bad JSON, bad
 ids, oversized uploads, corrupt MIDI, melodies out of range), 503 when a page's model is not
@@ -73,22 +74,34 @@ def _check_settings(models: engine.Models, settings: StudioSettings) -> None:
 
 def create_app(models: engine.Models, settings: StudioSettings | None = None, *,
                seed: int | None = None, max_sessions: int = 64,
-               trusted_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> flask.Flask:
-  """The studio as a WSGI app. trusted_hosts: Host header names accepted (None: any); the
-  default refuses DNS-rebinding requests to a loopback server."""
+               trusted_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+               session_dir: str | None = None,
+               active_session_minutes: float = sessions.ACTIVE_MINUTES) -> flask.Flask:
+  """The studio as a WSGI app.
+
+  trusted_hosts: Host header names accepted (None: any); the default refuses DNS-rebinding
+  requests to a loopback server. max_sessions, session_dir (None: a temporary directory) and
+  active_session_minutes bound the sessions kept in memory (studio/sessions.py).
+  """
   settings = settings or StudioSettings()
   _check_settings(models, settings)
+  if not active_session_minutes >= 0:
+    raise UserError(f'active_session_minutes must be >= 0, got {active_session_minutes}')
+  if max_sessions < 1:
+    raise UserError(f'max_sessions must be >= 1, got {max_sessions}')
 
   app = flask.Flask(__name__, static_folder=None)
   app.url_map.merge_slashes = False  # '//etc/passwd' is a 404, not a redirect
   app.config.update(MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES, TRUSTED_HOSTS=trusted_hosts)
-  store = SessionStore(max_sessions, seed)
+  store = SessionStore(max_sessions, seed, spill_dir=session_dir,
+                       active_seconds=active_session_minutes * 60)
   app.extensions['studio'] = context.Studio(models, settings, store,
                                             pages_and_files.load_static_files())
   for routes in (pages_and_files, info_routes, evolve_routes, harmonize_routes):
     app.register_blueprint(routes.blueprint)
-  app.after_request(context.set_new_session_cookie)
+  app.after_request(context.keep_new_session)
   app.after_request(_add_headers)
+  app.teardown_request(context.release_session)
   app.register_error_handler(ApiError, lambda e: _error(e.status, e.message))
   app.register_error_handler(UserError, lambda e: _error(400, str(e)))
   app.register_error_handler(exceptions.HTTPException, _http_error)
@@ -139,7 +152,7 @@ def make_server(app: flask.Flask, host: str, port: int) -> serving.BaseWSGIServe
 
 
 def serve(app: flask.Flask, host: str, port: int) -> None:
-  """Serves until Ctrl+C."""
+  """Serves until Ctrl+C; then the sessions are spilled to --session_dir, when one is named."""
   server = make_server(app, host, port)
   print(f'Studio running at http://{_url_host(host)}:{server.server_port}/ (Ctrl+C to stop)',
         flush=True)
@@ -149,6 +162,7 @@ def serve(app: flask.Flask, host: str, port: int) -> None:
     pass
   finally:
     server.server_close()
+    app.extensions['studio'].sessions.close()
 
 
 def _url_host(host: str) -> str:

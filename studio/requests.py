@@ -1,7 +1,9 @@
 """Reading a request: its JSON body and its values, each checked against its range.
 
 Anything malformed is an ApiError, answered as JSON {"error": message} with a 4xx status that
-says what is wrong: a body that is not a JSON object, a value of the wrong type or out of range.
+says what is wrong: a body that is not a JSON object, a value of the wrong type or out of range,
+and a body nested deeper than Python's json decodes (json raises RecursionError there), which
+would otherwise end as a 500.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class ApiError(Exception):
 
 def json_object() -> dict[str, Any]:
   """The request's body as a JSON object; ApiError 400 for anything else."""
-  body = flask.request.get_json(silent=True)
+  try:
+    body = flask.request.get_json(silent=True)
+  except RecursionError:
+    raise ApiError(400, 'the JSON body is nested too deeply') from None
   if not isinstance(body, dict):
     raise ApiError(400, 'expected a JSON object as the request body '
                         '(Content-Type: application/json)')

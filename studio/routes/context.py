@@ -1,20 +1,32 @@
 """What the routes share: the studio's settings, models and sessions, and the request's session.
 
     studio = context.current()              # in a request
-    session = context.session_for_api()     # the cookie's session, or a new one
+    session = context.known_session()       # the cookie's session, or None; never makes one
+    session = context.session_for_update()  # the cookie's session, or a new one
 
-A new session's cookie is set on the response (`set_new_session_cookie`, after the request).
+A new session is added to the store (and its cookie set) after the request, only when it
+succeeded (status < 400): pages, files, read-only and refused requests never make one. When the
+request came with a well-formed cookie that the store does not know (a session that was dropped,
+or one from before a restart), `answer` adds a `notice` saying so, once: the new session's cookie
+replaces the old one.
+
+A session taken from the store is counted as in use until the request ends (the store never evicts
+it meanwhile).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flask
 
 from studio import engine
 from studio import sessions
 from studio.requests import ApiError
+
+EXPIRED_NOTICE = ('Your studio session had expired (the server was restarted or had to make room '
+                  'for others), so a new one was started.')
 
 
 @dataclasses.dataclass
@@ -52,18 +64,30 @@ def current() -> Studio:
   return flask.current_app.extensions['studio']
 
 
+def _cookie() -> str | None:
+  return flask.request.cookies.get(sessions.COOKIE)
+
+
 def known_session() -> sessions.Session | None:
-  """The session that the request's cookie names, or None."""
-  return current().sessions.get(flask.request.cookies.get(sessions.COOKIE))
+  """The session that the request's cookie names (restored if it was spilled), or None."""
+  if 'studio_session' not in flask.g:
+    flask.g.studio_session = current().sessions.checkout(_cookie())
+  return flask.g.studio_session
 
 
-def session_for_api() -> sessions.Session:
-  """The request's session, made (and its cookie set) when there is none."""
+def session_for_update() -> sessions.Session:
+  """The request's session, or a new one that the store keeps if the request succeeds."""
   session = known_session()
   if session is None:
-    session = current().sessions.create()
-    flask.g.new_session_id = session.id
+    session = flask.g.get('studio_new_session')
+    if session is None:
+      session = flask.g.studio_new_session = current().sessions.new()
   return session
+
+
+def replaces_expired_session() -> bool:
+  """Whether this request made a new session in place of one that the store no longer knows."""
+  return 'studio_new_session' in flask.g and current().sessions.expired(_cookie())
 
 
 def urls(output_id: str) -> dict[str, str]:
@@ -71,9 +95,24 @@ def urls(output_id: str) -> dict[str, str]:
   return {kind: f'/out/{output_id}.{kind}' for kind in engine.RENDER_KINDS}
 
 
-def set_new_session_cookie(response: flask.Response) -> flask.Response:
-  """After a request that made a session: its cookie."""
-  new_id = flask.g.pop('new_session_id', None)
-  if new_id:
-    response.set_cookie(sessions.COOKIE, new_id, httponly=True, samesite='Strict', path='/')
+def answer(**fields: Any) -> flask.Response:
+  """A JSON answer about the session's state, with the expired-session notice when due."""
+  if replaces_expired_session():
+    fields['notice'] = EXPIRED_NOTICE
+  return flask.jsonify(**fields)
+
+
+def keep_new_session(response: flask.Response) -> flask.Response:
+  """After a request: a new session that the request filled is added, and its cookie set."""
+  session = flask.g.pop('studio_new_session', None)
+  if session is not None and response.status_code < 400:
+    current().sessions.add(session)
+    response.set_cookie(sessions.COOKIE, session.id, httponly=True, samesite='Strict', path='/')
   return response
+
+
+def release_session(_: BaseException | None = None) -> None:
+  """When the request ends: the session it took from the store is no longer in use."""
+  session = flask.g.pop('studio_session', None)
+  if session is not None:
+    current().sessions.release(session)

@@ -2,7 +2,8 @@
 
 Every request that changes the population names the generation it was made from (409 when it is
 stale: another tab moved on). Melodies are decoded while holding the session's lock and then
-`Models.lock`, never the other way round.
+`Models.lock`, never the other way round. A session restored from a spill has its generations'
+vectors but not their melodies: each is decoded again when it is shown (the same notes).
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ def _new_evolution(session: sessions.Session, mvae: engine.LoadedMusicVAE) -> No
   session.generations = [_decode_generation(session, mvae)]
 
 
-def _state(session: sessions.Session) -> flask.Response:
+def _state(session: sessions.Session, mvae: engine.LoadedMusicVAE) -> flask.Response:
   """The session's current generation as the pages show it."""
   evo = session.evolution
+  if session.generations[-1] is None:
+    session.generations[-1] = _decode_generation(session, mvae)
   last = evo.history[-1]
   population = []
   for i, output_id in enumerate(session.generations[-1]):
@@ -56,9 +59,17 @@ def _state(session: sessions.Session) -> flask.Response:
         parents=[int(p) for p in last.parents_N2[i] if p >= 0],
         notes=engine.notes_json(output.seq), num_steps=int(output.seq.total_quantized_steps),
         **context.urls(output_id)))
-  return flask.jsonify(generation=evo.generation, can_undo=evo.generation > 0, seed=evo.seed,
-                       sigma=evo.sigma, selected=list(last.selected), last_sigma=last.sigma,
-                       population=population)
+  return context.answer(generation=evo.generation, can_undo=evo.generation > 0, seed=evo.seed,
+                        sigma=evo.sigma, selected=list(last.selected), last_sigma=last.sigma,
+                        population=population)
+
+
+def _evolution(session: sessions.Session, mvae: engine.LoadedMusicVAE) -> evolve.Evolution | None:
+  """The session's evolution; None when there is none, or when a spilled one came back from a
+  run with another MusicVAE (its vectors would not decode)."""
+  if session.evolution is not None and session.evolution.z_dim != mvae.z_dim:
+    session.evolution, session.generations = None, []
+  return session.evolution
 
 
 def _check_generation(body: dict[str, Any], evo: evolve.Evolution) -> None:
@@ -68,25 +79,34 @@ def _check_generation(body: dict[str, Any], evo: evolve.Evolution) -> None:
                         f'generation {evo.generation} (changed in another tab?); reload the page')
 
 
+def _no_population(session: sessions.Session, mvae: engine.LoadedMusicVAE) -> flask.Response:
+  """A request to change a population that this session does not have: a session that expired
+  starts afresh (the answer says so); otherwise 409."""
+  if not context.replaces_expired_session():
+    raise ApiError(409, 'no population yet: load the Evolve page first')
+  _new_evolution(session, mvae)
+  return _state(session, mvae)
+
+
 @blueprint.get('/api/evolve')
 def population():
   mvae = context.current().musicvae()
-  session = context.session_for_api()
+  session = context.session_for_update()
   with session.lock:
-    if session.evolution is None:
+    if _evolution(session, mvae) is None:
       _new_evolution(session, mvae)
-    return _state(session)
+    return _state(session, mvae)
 
 
 @blueprint.post('/api/evolve/next')
 def next_generation():
   mvae = context.current().musicvae()
   body = requests.json_object()
-  session = context.session_for_api()
+  session = context.session_for_update()
   with session.lock:
-    if session.evolution is None:
-      raise ApiError(409, 'no population yet: load the Evolve page first')
-    evo = session.evolution
+    evo = _evolution(session, mvae)
+    if evo is None:
+      return _no_population(session, mvae)
     _check_generation(body, evo)
     selected = body.get('selected')
     if not isinstance(selected, list) or not selected:
@@ -103,30 +123,30 @@ def next_generation():
     except BaseException:
       evo.undo()  # keep the population and its decoded melodies in step
       raise
-    return _state(session)
+    return _state(session, mvae)
 
 
 @blueprint.post('/api/evolve/undo')
 def undo():
-  context.current().musicvae()
+  mvae = context.current().musicvae()
   body = requests.json_object()
-  session = context.session_for_api()
+  session = context.session_for_update()
   with session.lock:
-    if session.evolution is None:
-      raise ApiError(409, 'no population yet: load the Evolve page first')
+    if _evolution(session, mvae) is None:
+      return _no_population(session, mvae)
     _check_generation(body, session.evolution)
     if session.evolution.generation == 0:
       raise ApiError(409, 'nothing to undo: this is the first generation')
     session.evolution.undo()
     session.generations.pop()
-    return _state(session)
+    return _state(session, mvae)
 
 
 @blueprint.post('/api/evolve/reset')
 def reset():
   mvae = context.current().musicvae()
   requests.json_object()
-  session = context.session_for_api()
+  session = context.session_for_update()
   with session.lock:
     _new_evolution(session, mvae)
-    return _state(session)
+    return _state(session, mvae)

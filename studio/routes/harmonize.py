@@ -26,7 +26,7 @@ def _harmonize(soprano_T: np.ndarray, shift: int, gibbs_steps: int, seed: int | 
                source: str) -> flask.Response:
   studio = context.current()
   coco = studio.coconet()
-  session = context.session_for_api()
+  session = context.session_for_update()
   with session.lock:
     seed = session.new_seed() if seed is None else seed
     start = time.perf_counter()
@@ -39,7 +39,7 @@ def _harmonize(soprano_T: np.ndarray, shift: int, gibbs_steps: int, seed: int | 
     session.harmonizations.append(output_id)
     while len(session.harmonizations) > sessions.MAX_HARMONIZATIONS:
       session.drop_output(session.harmonizations.popleft())
-    return flask.jsonify(
+    return context.answer(
         id=output_id, num_steps=len(pitches_TI), voices=engine.pitches_json(pitches_TI),
         soprano=[row[0] for row in engine.pitches_json(soprano_T[:, None])],
         transposed_by=shift, gibbs_steps=gibbs_steps, seed=seed, seconds=round(seconds, 3),

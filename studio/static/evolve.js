@@ -86,6 +86,9 @@
   function render(newState) {
     state = newState;
     liked.clear();
+    // Said once, by the answer that started a new session in place of an expired one.
+    $('notice').hidden = !state.notice;
+    $('notice').textContent = state.notice || '';
     $('generation').textContent = `Generation ${state.generation}`;
     $('generation').dataset.generation = state.generation;
     const population = $('population');

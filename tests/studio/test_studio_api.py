@@ -2,7 +2,9 @@
 and files that must not be reachable."""
 
 import io
+import json
 import math
+import os
 import threading
 
 import note_seq
@@ -12,6 +14,7 @@ import pytest
 from coconet import data as coconet_data
 from common import midi
 from common.errors import UserError
+from musicvae import evolve
 from studio import app as app_lib
 from studio import engine
 from studio import sessions
@@ -321,13 +324,59 @@ def test_missing_musicvae_keeps_harmonize(tmp_path, studio_models):
     engine.load_models('', '')
 
 
-def test_session_store_drops_the_least_recently_used():
-  store = app_lib.SessionStore(max_sessions=2, seed=0)
-  a, b = store.create(), store.create()
-  assert store.get(a.id) is a  # a is now the most recently used
-  store.create()
-  assert store.get(b.id) is None and store.get(a.id) is a and len(store) == 2
-  assert store.get('../../etc') is None and store.get(None) is None
+def test_session_store_makes_room_fresh_first_then_idle_then_the_newcomer(tmp_path):
+  now = [0.0]
+  store = sessions.SessionStore(max_sessions=2, seed=0, spill_dir=str(tmp_path),
+                                active_seconds=60, clock=lambda: now[0])
+
+  def added():
+    session = store.new()
+    return session, store.add(session)
+
+  def come_back(session):
+    store.release(store.checkout(session.id))
+
+  (a, kept_a), (b, kept_b) = added(), added()
+  assert kept_a and kept_b and len(store) == 2
+  come_back(a)  # a is established; b stays fresh
+  c, kept_c = added()
+  assert kept_c and b.id not in store and store.expired(b.id) and store.checkout(b.id) is None
+  d, kept_d = added()  # fresh c goes; established, active a stays
+  assert kept_d and c.id not in store and a.id in store
+  come_back(d)
+  e, kept_e = added()  # a and d are active: the newcomer is the one dropped
+  assert not kept_e and store.expired(e.id) and a.id in store and d.id in store
+
+  now[0] = 61.0  # a and d are idle now: the least recently used one is spilled, not dropped
+  f, kept_f = added()
+  assert kept_f and a.id not in store and not store.expired(a.id)
+  assert len(list(tmp_path.iterdir())) == 1 and a.id not in os.listdir(tmp_path)[0]
+  restored = store.checkout(a.id)  # fresh f makes room for it
+  assert restored is not a and restored.established and f.id not in store and len(store) == 2
+  assert not list(tmp_path.iterdir())  # the session in memory is the one that counts
+  g, kept_g = added()  # d is idle, a is in use: d is spilled
+  assert kept_g and d.id not in store and restored.id in store
+  store.release(restored)
+
+  for bad in (None, '', '../../etc', 'x' * 32 + '/'):
+    assert store.checkout(bad) is None and not store.expired(bad)
+
+
+def test_a_spilled_session_keeps_its_evolution_exactly(tmp_path):
+  session = sessions.Session('s' * 32, seed=5)
+  session.new_seed()
+  session.evolution = evolve.Evolution(4, 3, seed=7)
+  session.evolution.next_generation([0, 2], sigma=0.3)
+  state = json.loads(json.dumps(session.to_dict()))
+  restored = sessions.Session.from_dict(session.id, state)
+  assert restored.established and restored.generations == [None, None]
+  assert restored.new_seed() == session.new_seed()
+  assert restored.evolution.generation == 1
+  np.testing.assert_array_equal(restored.evolution.population, session.evolution.population)
+  np.testing.assert_array_equal(restored.evolution.next_generation([1]),
+                                session.evolution.next_generation([1]))
+  with pytest.raises(ValueError):
+    sessions.Session.from_dict('s' * 32, dict(state, version=99))
 
 
 def test_render_cache_is_bounded(monkeypatch):

@@ -126,6 +126,17 @@ def test_evolve_in_the_browser(page, server):
   expect(page.locator('#generation')).to_have_text('Generation 2')
 
 
+def test_an_expired_session_is_said_once(page, server):
+  page.context.add_cookies([dict(name=app_lib.COOKIE, value='A' * 32, url=server)])
+  page.goto(f'{server}/evolve')
+  expect(page.locator('.card')).to_have_count(8)
+  expect(page.locator('#notice')).to_contain_text('session had expired')
+  page.check('.card[data-index="0"] input.like')
+  page.click('#next')
+  expect(page.locator('#generation')).to_have_text('Generation 1')
+  expect(page.locator('#notice')).to_be_hidden()
+
+
 def test_harmonize_in_the_browser(page, server):
   page.goto(f'{server}/harmonize')
   cells = page.locator('#grid .cell')
