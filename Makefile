@@ -32,3 +32,13 @@ browser-deps:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The originals (Magenta 2.1.4 on TensorFlow-CPU, PianoNet's Keras models) in their own venv, and
+# the fidelity fixtures they compute (tests/fixtures/originals/). Optional: test and demo never
+# need them. See originals/README.md.
+.PHONY: originals fixtures
+originals:
+	test -x .venv-originals/bin/python || bash originals/setup.sh .venv-originals
+
+fixtures: originals
+	.venv-originals/bin/python originals/make_fixtures.py
