@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.demo
 
 bench: $(STAMP)
-	$(PY) -m experiments.benchmark --readme=README.md
+	$(PY) -m experiments.benchmark
 
 # Debian's Chromium for the studio's browser tests (tests/studio/test_studio_browser.py, which skip
 # without it); Playwright drives it through executable_path, never downloading a browser. Root only.

@@ -14,7 +14,7 @@ batch-norm population statistics):
                from the given piece, init='given'), then for n = 0..N-1 erase a uniformly random
                block of round(p_n * F) free variables (F = free variables of that piece, at least 1)
                and resample it, p_n = max(p_min, p_max - (p_max - p_min) * n / (alpha * N)).
-               N defaults to T * I.
+               N (gibbs_steps) defaults to T * I.
 
 Tasks: harmonize a soprano, complete erased regions, generate from scratch, revoice (each voice in
 turn is resampled given the current other three; chosen voices are kept, the soprano by default),
@@ -24,7 +24,6 @@ upsample from the quarter-note grid to 16ths (the quarter frames are kept).
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Sequence
 
 from flax import nnx
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import generation
 from common import masking
 from common import sampling
 from common.errors import UserError
@@ -76,17 +76,17 @@ def _write(roll_BTPI: jax.Array, new_BTPI: jax.Array, where_BTI: jax.Array) -> j
   return jnp.where(where_BTI[:, :, None, :], new_BTPI, roll_BTPI)
 
 
-def gibbs_schedule(num_steps: int, pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7
+def gibbs_schedule(gibbs_steps: int, pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7
                    ) -> np.ndarray:
   """p_n = max(pmin, pmax - (pmax - pmin) * n / (alpha * N)) for n = 0..N-1 (float64)."""
-  n = np.arange(num_steps, dtype=np.float64)
-  return np.maximum(pmin, pmax - (pmax - pmin) * n / (alpha * max(num_steps, 1)))
+  n = np.arange(gibbs_steps, dtype=np.float64)
+  return np.maximum(pmin, pmax - (pmax - pmin) * n / (alpha * max(gibbs_steps, 1)))
 
 
-def gibbs_block_sizes(num_free_B: np.ndarray, num_steps: int, pmax: float = 0.9,
+def gibbs_block_sizes(num_free_B: np.ndarray, gibbs_steps: int, pmax: float = 0.9,
                       pmin: float = 0.1, alpha: float = 0.7) -> np.ndarray:
   """int32 (N, B): variables resampled at each Gibbs step, round(p_n * free), at least 1."""
-  p_N = gibbs_schedule(num_steps, pmax, pmin, alpha)
+  p_N = gibbs_schedule(gibbs_steps, pmax, pmin, alpha)
   sizes = np.maximum(1, np.round(p_N[:, None] * np.asarray(num_free_B)[None, :]))
   return np.minimum(sizes, np.asarray(num_free_B)[None, :]).astype(np.int32)
 
@@ -174,7 +174,7 @@ def ancestral_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
 
 
 def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: np.ndarray,
-                 *, num_steps: int | None = None, pmax: float = 0.9, pmin: float = 0.1,
+                 *, gibbs_steps: int | None = None, pmax: float = 0.9, pmin: float = 0.1,
                  alpha: float = 0.7, temperature: float = 0.99, init: str = 'independent'
                  ) -> jax.Array:
   """Annealed blocked Gibbs sampling (Yao et al. 2014 schedule, as in Coconet).
@@ -184,7 +184,7 @@ def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_
     key: PRNG key.
     roll_BTPI: pieces; the given variables' rows are kept, free rows are overwritten.
     free_BTI: bool, the variables to sample.
-    num_steps: Gibbs steps N (default T * I); 0 gives the initial fill alone.
+    gibbs_steps: Gibbs steps N (default T * I); 0 gives the initial fill alone.
     pmax, pmin, alpha: the annealing schedule of the block fraction.
     temperature: softmax temperature (0 = argmax).
     init: 'independent' (one independent pass first, as the paper) or 'given' (start from the
@@ -193,22 +193,22 @@ def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_
   roll_BTPI = jnp.asarray(roll_BTPI, jnp.float32)
   free = np.asarray(free_BTI, bool)
   _, steps, _, voices = roll_BTPI.shape
-  num_steps = steps * voices if num_steps is None else int(num_steps)
+  gibbs_steps = steps * voices if gibbs_steps is None else int(gibbs_steps)
   init_key, loop_key = jax.random.split(key)
   graphdef, state = _eval_split(model)
   if init == 'independent':
     roll_BTPI = _independent(graphdef, state, init_key, roll_BTPI, jnp.asarray(free), temperature)
   elif init != 'given':
     raise UserError(f'unknown init {init!r}; expected "independent" or "given"')
-  if num_steps <= 0:
+  if gibbs_steps <= 0:
     return roll_BTPI
-  sizes_NB = gibbs_block_sizes(free.sum(axis=(1, 2)), num_steps, pmax, pmin, alpha)
+  sizes_NB = gibbs_block_sizes(free.sum(axis=(1, 2)), gibbs_steps, pmax, pmin, alpha)
   return _gibbs(graphdef, state, loop_key, roll_BTPI, jnp.asarray(free), jnp.asarray(sizes_NB),
                 temperature)
 
 
 def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
-                           free_BTI: np.ndarray, *, num_steps: int | None = None,
+                           free_BTI: np.ndarray, *, gibbs_steps: int | None = None,
                            pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7,
                            temperature: float = 0.99) -> np.ndarray:
   """A plain Python loop doing what `gibbs_sample` does, with the same RNG use. Tests only."""
@@ -217,7 +217,7 @@ def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndar
   roll = np.array(roll_BTPI, np.float32)
   free = np.asarray(free_BTI, bool)
   batch, steps, pitches, voices = roll.shape
-  num_steps = steps * voices if num_steps is None else num_steps
+  gibbs_steps = steps * voices if gibbs_steps is None else gibbs_steps
   init_key, loop_key = jax.random.split(key)
 
   def resample(roll, block, sample_key):
@@ -231,8 +231,8 @@ def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndar
 
   roll = resample(roll, free, init_key)
   num_free = free.reshape(batch, -1).sum(axis=1)
-  for n in range(num_steps):
-    p = max(pmin, pmax - (pmax - pmin) * n / (alpha * num_steps))
+  for n in range(gibbs_steps):
+    p = max(pmin, pmax - (pmax - pmin) * n / (alpha * gibbs_steps))
     block_key, sample_key = jax.random.split(jax.random.fold_in(loop_key, n))
     u = np.asarray(jax.random.uniform(block_key, (batch, steps * voices)))
     block = np.zeros((batch, steps * voices), bool)
@@ -254,7 +254,7 @@ def sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: n
                            **_only(kwargs, 'temperature', 'order'))
   elif method == 'gibbs':
     out = gibbs_sample(model, key, roll_BTPI, free_BTI,
-                       **_only(kwargs, 'temperature', 'num_steps', 'pmax', 'pmin', 'alpha',
+                       **_only(kwargs, 'temperature', 'gibbs_steps', 'pmax', 'pmin', 'alpha',
                                'init'))
   else:
     raise UserError(f'unknown sampling method {method!r}; expected one of {", ".join(METHODS)}')
@@ -308,8 +308,8 @@ def harmonize(model: nnx.Module, key: jax.Array, soprano_T: np.ndarray, *, num_s
   return complete(model, key, pitches, np.broadcast_to(erase, pitches.shape), **kwargs)
 
 
-def generate(model: nnx.Module, key: jax.Array, length: int, *, num_samples: int = 1,
-             **kwargs) -> np.ndarray:
+def generate_from_scratch(model: nnx.Module, key: jax.Array, length: int, *,
+                          num_samples: int = 1, **kwargs) -> np.ndarray:
   """Four voices from scratch, (num_samples, length, 4) (length in 16th steps)."""
   pitches = np.full((num_samples, length, data.NUM_INSTRUMENTS), np.nan, np.float32)
   return complete(model, key, pitches, np.ones(pitches.shape, bool), **kwargs)
@@ -353,12 +353,11 @@ def revoice(model: nnx.Module, key: jax.Array, pitches_TI: np.ndarray, *,
 
 
 # ------------------------------------------------------------------------------------------------
-# Command-line generation (experiments/generate.py dispatches here on config.task == 'coconet')
+# The generation entry (common.generation): a request in, NoteSequences out
 
 TASKS = ('harmonize', 'generate', 'complete', 'revoice', 'upsample')
 # The longest melody or piece the command line takes, in 16th steps (256 bars of 4/4). Memory grows
-# with the length and time with its square (the default Gibbs step count is T * 4): a 6-hour file
-# (160k steps) ran out of time and memory instead of failing.
+# with the length and time with its square (the default Gibbs step count is T * 4).
 MAX_INPUT_STEPS = 4096
 
 
@@ -367,72 +366,64 @@ def check_length(num_steps: int, name: str, what: str = 'melody') -> None:
   if num_steps > MAX_INPUT_STEPS:
     raise UserError(f'{name}: the {what} is {num_steps:,} 16th steps ({num_steps / 16:g} bars) '
                     f'long; Coconet takes at most {MAX_INPUT_STEPS} ({MAX_INPUT_STEPS // 16} '
-                    f'bars): crop it with --num_steps={MAX_INPUT_STEPS} or less')
+                    f'bars): crop it with --length={MAX_INPUT_STEPS} or less')
 
 
-def generate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any]) -> list[str]:
-  """Runs one generation task for the command line and writes MIDI (and WAV/PNG when asked).
+def generate_pieces(model: nnx.Module, config: Any, request: generation.Request
+                    ) -> list[generation.Piece]:
+  """Runs one task (harmonize by default) and returns the chorales as NoteSequences.
 
-  options (from experiments/generate.py): task, melody (path) or pitches (list of ints),
-  steps_per_note, out_dir, num_samples, gibbs_steps, temperature, transpose, wav, png, programs,
-  seed, num_steps (length for 'generate'), qpm. Returns the paths written.
+  harmonize takes request.inputs[0] (a melody) or request.pitches; complete, revoice and upsample
+  take a four-part piece in request.inputs[0]; generate writes request.length 16th steps
+  (default: the config's crop length). request.length also crops an input piece.
   """
-  from common import midi  # pylint: disable=g-import-not-at-top
-  task = options.get('task') or 'harmonize'
-  if task not in TASKS:
-    raise UserError(f'unknown coconet task {task!r}; expected one of {", ".join(TASKS)}')
-  key = jax.random.key(options.get('seed') or 0)
-  num_samples = int(options.get('num_samples') or 1)
-  kwargs = dict(temperature=options.get('temperature'), num_steps=options.get('gibbs_steps'),
-                num_samples=num_samples)
-  source = _source_label(options)
-
+  task = request.task_or(TASKS, 'coconet')
+  key = jax.random.key(request.seed)
+  kwargs = dict(temperature=request.temperature, gibbs_steps=request.gibbs_steps,
+                num_samples=request.num_samples)
+  source = request.input_names[0] if request.input_names else (
+      '--pitches' if request.pitches else 'input')
   if task == 'harmonize':
-    melody = _read_melody(options, midi)
-    soprano = data.soprano_from_melody(melody, steps_per_note=options.get('steps_per_note') or 4,
-                                       transpose=bool(options.get('transpose')), name=source,
-                                       num_steps=options.get('num_steps'))
+    melody = _melody(request)
+    soprano = data.soprano_from_melody(melody, steps_per_note=request.steps_per_note,
+                                       transpose=request.transpose, name=source,
+                                       num_steps=request.length)
     check_length(len(soprano), source)
     out = harmonize(model, key, soprano, **kwargs)
   elif task == 'generate':
-    length = int(options.get('num_steps') or config.get('crop_len', 64))
+    length = int(request.length or config.get('crop_len', 64))
     if not 1 <= length <= MAX_INPUT_STEPS:
-      raise UserError(f'--num_steps must be in 1..{MAX_INPUT_STEPS}, got {length}')
-    out = generate(model, key, length, **kwargs)
+      raise UserError(f'--length must be in 1..{MAX_INPUT_STEPS}, got {length}')
+    out = generate_from_scratch(model, key, length, **kwargs)
   else:
-    piece = _read_piece(options, midi, source)
+    piece = _four_part_piece(request, task, source)
     if task == 'complete':
-      erase = _erase_middle(piece)
-      out = complete(model, key, piece, erase, **kwargs)
+      out = complete(model, key, piece, _erase_middle(piece), **kwargs)
     elif task == 'revoice':
       out = revoice(model, key, piece, **kwargs)
     else:
       out = upsample(model, key, data.to_quarter_grid(piece), **kwargs)
-
-  return write_outputs(out, options.get('out_dir') or '.', task,
-                       programs=options.get('programs') or 'choir', qpm=options.get('qpm') or 90.0,
-                       wav=bool(options.get('wav')), png=bool(options.get('png')))
-
-
-def _source_label(options: dict[str, Any]) -> str:
-  return options.get('melody') or ('--pitches' if options.get('pitches') else 'input')
+  qpm = request.qpm or 90.0
+  return [generation.Piece(f'{task}_{i:02d}', data.pitches_to_sequence(pitches, qpm=qpm,
+                                                                       programs=request.programs))
+          for i, pitches in enumerate(np.asarray(out))]
 
 
-def _read_melody(options: dict[str, Any], midi) -> Any:
-  if options.get('melody'):
-    return midi.read_music(options['melody'])
-  if options.get('pitches'):
-    return list(options['pitches'])
+def _melody(request: generation.Request) -> Any:
+  if request.inputs:
+    return request.inputs[0]
+  if request.pitches:
+    return list(request.pitches)
   raise UserError('harmonize needs --melody=FILE (.mid/.xml) or --pitches="60,62,64,..."')
 
 
-def _read_piece(options: dict[str, Any], midi, source: str) -> np.ndarray:
-  """A four-part piece from --melody (a 4-part file) for complete/revoice/upsample."""
-  if not options.get('melody'):
-    raise UserError(f'task {options.get("task")} needs --melody=FILE holding a four-part piece')
-  piece = data.sequence_to_pitches(midi.read_music(options['melody']), name=source)
-  if options.get('num_steps'):
-    piece = piece[:int(options['num_steps'])]
+def _four_part_piece(request: generation.Request, task: str, source: str) -> np.ndarray:
+  """A four-part piece from the request's first input, for complete/revoice/upsample."""
+  if not request.inputs:
+    raise UserError(f'task {task} needs --melody=FILE holding a four-part piece')
+  piece = data.sequence_to_pitches(request.inputs[0], name=source)
+  if request.length:
+    piece = piece[:int(request.length)]
   check_length(len(piece), source, 'piece')
   return piece
 
@@ -443,26 +434,3 @@ def _erase_middle(piece_TI: np.ndarray) -> np.ndarray:
   steps = piece_TI.shape[0]
   erase[steps // 4: steps - steps // 4] = True
   return erase
-
-
-def write_outputs(pitches_BTI: np.ndarray, out_dir: str, prefix: str, *,
-                  programs: str | Sequence[int] = 'choir', qpm: float = 90.0, wav: bool = False,
-                  png: bool = False) -> list[str]:
-  """Writes one MIDI per sample (plus WAV/PNG) to out_dir; returns the paths."""
-  from common import midi  # pylint: disable=g-import-not-at-top
-  os.makedirs(out_dir, exist_ok=True)
-  paths = []
-  for i, pitches in enumerate(np.asarray(pitches_BTI)):
-    seq = data.pitches_to_sequence(pitches, qpm=qpm, programs=programs)
-    base = os.path.join(out_dir, f'{prefix}_{i:02d}')
-    midi.write_midi(seq, base + '.mid')
-    paths.append(base + '.mid')
-    if wav or png:
-      from common import render  # pylint: disable=g-import-not-at-top
-      if wav:
-        render.render_wav(seq, base + '.wav')
-        paths.append(base + '.wav')
-      if png:
-        render.piano_roll_png(seq, base + '.png', title=f'{prefix} {i}')
-        paths.append(base + '.png')
-  return paths

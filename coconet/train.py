@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from common import generation
 from common import masking
 from common import training
 from coconet import data
@@ -139,14 +140,14 @@ def write_samples(model: nnx.Module, config: ml_collections.ConfigDict, step: in
   length = config.get('sample_len', config.crop_len)
   gibbs_steps = config.get('sample_gibbs_steps')
   key = jax.random.fold_in(jax.random.key(config.seed), step)
-  out_dir = os.path.join(workdir, 'samples')
-  paths = []
+  outputs = {}
   pieces = [p for p in load_pieces(config, config.get('eval_split', 'valid'))
             if not np.isnan(p[:length, 0]).any()]
   if pieces:
     soprano = pieces[0][:length, 0]
-    out = sample_lib.harmonize(model, key, soprano, num_steps=gibbs_steps)
-    paths += sample_lib.write_outputs(out, out_dir, f'step{step:07d}_harmonize')
-  out = sample_lib.generate(model, jax.random.fold_in(key, 1), length, num_steps=gibbs_steps)
-  paths += sample_lib.write_outputs(out, out_dir, f'step{step:07d}_generate')
-  return paths
+    outputs['harmonize'] = sample_lib.harmonize(model, key, soprano, gibbs_steps=gibbs_steps)
+  outputs['generate'] = sample_lib.generate_from_scratch(model, jax.random.fold_in(key, 1), length,
+                                                         gibbs_steps=gibbs_steps)
+  samples = [generation.Piece(f'step{step:07d}_{task}_{i:02d}', data.pitches_to_sequence(p))
+             for task, out in outputs.items() for i, p in enumerate(np.asarray(out))]
+  return generation.write_pieces(samples, os.path.join(workdir, 'samples'))

@@ -1,30 +1,23 @@
 """Keeps freed memory in the process while its working set is small (glibc malloc on Linux).
 
-XLA:CPU allocates every execution's temporary buffer afresh. glibc serves allocations above
-32 MiB with mmap and unmaps them on free, so every step page-faulted its whole working set in
-again: 254 MB per small-dilated Coconet train step (143 -> 82 ms per step with this module, in
-runs at the same time), 6.7 GB per 'paper' train step. With no mmap-ed chunks and no trimming,
-freed memory is reused instead (measured: no page faults after the first steps). That holds for memory of glibc's
-main arena, i.e. of the thread that started the process: `common` also makes jax run CPU
-computations on the calling thread (no async dispatch), which for a Python program is that one.
-(Limiting glibc to one arena for all threads did the same for the page faults, but the lock it
-shares made loop-heavy sampling 10-25% slower: CP word generation, PianoNet's 64 streams.)
+XLA:CPU allocates every execution's temporary buffers afresh. glibc serves allocations above
+32 MiB with mmap and unmaps them on free, so every step would page-fault its whole working set in
+again (hundreds of MB per Coconet train step). With no mmap-ed chunks and no trimming, freed
+memory is reused instead. That holds for the memory of glibc's main arena, i.e. of the thread that
+started the process, which is why `common.runtime.configure_process` also makes jax run CPU
+computations on the calling thread. (One arena for all threads would avoid the faults too, but its
+shared lock slows down loop-heavy sampling.)
 
 The cost is memory: the heap keeps its peak, and freed holes that small allocations split cannot
-hold the next huge buffer, so a process with a working set of many GiB grew to ~1.6x its usual
-peak (16-bar hierarchical MusicVAE at batch 64: 21.9 GiB instead of 13.6, with an earlier variant
-of this module). So a guard thread
-watches the resident size; once it passes a third of the machine's (or the cgroup's) memory,
-glibc's defaults come back and the free memory is returned. Small and medium jobs, where the page
-faults cost the most, keep the speed; huge ones keep their memory.
+hold the next huge buffer, so a process with a working set of many GiB grows well past its usual
+peak. A guard thread therefore watches the resident size; once it passes a third of the machine's
+(or the cgroup's) memory, glibc's defaults come back and the free memory is returned. Small and
+medium jobs, where the page faults cost the most, keep the speed; huge ones keep their memory.
 
-A process that runs one model after another in the same process (the benchmark suite) calls
-release_free_memory() in between: the second model's buffers in the first one's freed holes ran
-slower than in fresh memory (the CP-word cached step 12.9 ms instead of 10.3 after the Coconet
-'paper' benchmarks; the cause was not found, nor was it measured how much of that the release
-gives back).
+A process that runs one model after another (the benchmark suite) calls release_free_memory() in
+between, so that each starts as in a fresh process.
 
-$MUSICGEN_MALLOC_TUNING=0 leaves malloc alone.
+Nothing here runs at import: common.runtime.configure_process() calls keep_freed_memory().
 """
 
 from __future__ import annotations
@@ -35,15 +28,13 @@ import sys
 import threading
 import time
 
-ENV_VAR = 'MUSICGEN_MALLOC_TUNING'
-
 # mallopt parameters (<malloc.h>, mallopt(3)).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _NO_TRIMMING = -1  # mallopt(3): -1 disables trimming altogether
 # What the guard restores: glibc's default mmap count, and the thresholds where its dynamic
 # adjustment ends up once buffers of 32 MiB and more have been freed (any mallopt call turns that
 # adjustment off; left at the initial 128 KiB every medium buffer would be mmap-ed and faulted
-# in: the 16-bar train step took 147 s instead of 106).
+# in again).
 _DEFAULT_MMAP_MAX = 65536
 _STEADY_MMAP_THRESHOLD = 32 * 1024 * 1024
 _STEADY_TRIM_THRESHOLD = 2 * _STEADY_MMAP_THRESHOLD
@@ -101,8 +92,6 @@ def keep_freed_memory(*, guard: bool = True) -> bool:
 
   With `guard`, a daemon thread restores the defaults once the process's resident size
   passes RSS_LIMIT_FRACTION of memory_limit_bytes()."""
-  if os.environ.get(ENV_VAR, '1') == '0':
-    return False
   libc = _glibc()
   if libc is None:
     return False

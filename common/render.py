@@ -346,21 +346,3 @@ def num_samples_for(seq: NoteSequence, sample_rate: int) -> int:
   """Samples the built-in synth writes: (total_time + RELEASE_SECONDS) x rate, at least 1."""
   end_time = max([seq.total_time] + [n.end_time for n in seq.notes])
   return max(int(round((end_time + RELEASE_SECONDS) * sample_rate)), 1)
-
-
-
-def render_files(midi_paths: list[str], *, wav: bool, png: bool) -> list[str]:
-  """Renders MIDI files to <stem>.wav and/or <stem>.png beside them; returns the paths written."""
-  from common import midi  # pylint: disable=g-import-not-at-top
-  written = []
-  for path in midi_paths:
-    if not (wav or png):
-      break
-    stem, seq = os.path.splitext(path)[0], midi.read_midi(path)
-    if wav:
-      render_wav(seq, stem + '.wav')
-      written.append(stem + '.wav')
-    if png:
-      piano_roll_png(seq, stem + '.png', title=os.path.basename(stem))
-      written.append(stem + '.png')
-  return written

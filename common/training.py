@@ -30,13 +30,15 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from common import configs
+from common import files
 from common import sharding
 from common.errors import UserError
 
 Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = configs.CONFIG_FILE
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -56,6 +58,10 @@ class TrainTask:
     make_optimizer: config -> optax transformation; by default Adam(config.learning_rate), clipped
       to config.grad_clip_norm when set.
     sample_hook: (model in eval mode, step, workdir) -> None; writes samples, runs on process 0.
+    finish_hook: (model in eval mode, workdir) -> None; runs once on process 0 when the last step
+      is done, to write files that ship with the checkpoint (MusicVAE's attribute vectors).
+    shipped_files: the names of those files; export_weights copies them (or, when the run has
+      none, runs finish_hook on the export).
   """
   build_model: Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
   loss_fn: Callable[[nnx.Module, Batch, jax.Array, jax.Array], tuple[jax.Array, Metrics]]
@@ -64,6 +70,8 @@ class TrainTask:
   eval_batches: Callable[[ml_collections.ConfigDict, int, int], Iterable[Batch]] | None = None
   make_optimizer: Callable[[ml_collections.ConfigDict], optax.GradientTransformation] | None = None
   sample_hook: Callable[[nnx.Module, int, str], None] | None = None
+  finish_hook: Callable[[nnx.Module, str], None] | None = None
+  shipped_files: tuple[str, ...] = ()
 
 
 class NonFiniteLossError(UserError):
@@ -146,22 +154,12 @@ def _checkpoint_manager(workdir: str, config: ml_collections.ConfigDict,
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(workdir, CONFIG_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    files.atomic_write(os.path.join(workdir, CONFIG_FILE),
+                       lambda f: f.write(configs.config_json(config)), mode='w')
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with (UserError if there is none)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UserError(f'{workdir}: no {CONFIG_FILE} here; is this a training --workdir?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+read_config = configs.read_config
 
 
 class _MetricsWriter:
@@ -354,7 +352,10 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     manager.wait_until_finished()
     manager.close()
     writer.close()
-  return _merge_eval(eval_graphdef, state)
+  model = _merge_eval(eval_graphdef, state)
+  if task.finish_hook is not None and jax.process_index() == 0:
+    task.finish_hook(model, workdir)
+  return model
 
 
 def _time_is_up(budget: float | None, start: float, done: int, check_every: int) -> bool:
@@ -528,31 +529,53 @@ def export_weights(task: TrainTask, config: ml_collections.ConfigDict, workdir: 
   generate read it like a training workdir; training from it starts a new run."""
   quiet_library_logs()
   manager, step = _weights_manager(workdir, config, step)
-  _, abstract = _abstract_weights(task, config)
+  eval_graphdef, abstract = _abstract_weights(task, config)
   weights = _restore_weights(manager, step, abstract)
   manager.close()
-  if os.path.exists(os.path.join(out_dir, CHECKPOINT_DIR)):
-    raise UserError(f'{out_dir} already holds checkpoints; export into a new folder')
-  os.makedirs(out_dir, exist_ok=True)
-  _write_config(config, out_dir)
+  _write_weights_workdir(config, weights, out_dir, step, {'exported_from': workdir})
   metrics = os.path.join(workdir, METRICS_FILE)
   if os.path.exists(metrics):
-    with open(metrics) as src, open(os.path.join(out_dir, METRICS_FILE) + '.tmp', 'w') as dst:
-      dst.write(src.read())
-    os.replace(os.path.join(out_dir, METRICS_FILE) + '.tmp', os.path.join(out_dir, METRICS_FILE))
-  out = _checkpoint_manager(out_dir, config)
-  out.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(weights),
-                                         data=ocp.args.JsonSave({'exported_from': workdir})))
-  out.wait_until_finished()
-  out.close()
+    with open(metrics, 'rb') as src:
+      files.atomic_write(os.path.join(out_dir, METRICS_FILE), lambda dst: dst.write(src.read()))
+  _ship_files(task, workdir, out_dir, lambda: nnx.merge(eval_graphdef, weights['params'],
+                                                        weights['rest']))
   return os.path.join(out_dir, CHECKPOINT_DIR, str(step))
 
 
-def get_task(config: ml_collections.ConfigDict) -> TrainTask:
-  """The TrainTask of config.task, from `<task>/train.py:get_task`."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  name = config.get('task')
-  known = ('coconet', 'musicvae', 'pianonet', 'cpword')
-  if name not in known:
-    raise UserError(f'config.task={name!r} is not one of {", ".join(known)}')
-  return importlib.import_module(f'{name}.train').get_task(config)
+def save_model(config: ml_collections.ConfigDict, model: nnx.Module, out_dir: str, *,
+               step: int = 0, origin: dict[str, Any] | None = None) -> str:
+  """Writes `out_dir` as a weights-only workdir of `model` (config.json and checkpoints/<step>),
+  which load_model, evaluate, generate and init_from read like a training run: e.g. weights
+  imported from an original implementation. `origin` is recorded beside the weights."""
+  _, params, rest = nnx.split(model, nnx.Param, ...)
+  _write_weights_workdir(config, {'params': params, 'rest': rest}, out_dir, step, origin or {})
+  return os.path.join(out_dir, CHECKPOINT_DIR, str(step))
+
+
+def _write_weights_workdir(config: ml_collections.ConfigDict, weights: dict, out_dir: str,
+                           step: int, record: dict[str, Any]) -> None:
+  if os.path.exists(os.path.join(out_dir, CHECKPOINT_DIR)):
+    raise UserError(f'{out_dir} already holds checkpoints; write into a new folder')
+  os.makedirs(out_dir, exist_ok=True)
+  _write_config(config, out_dir)
+  out = _checkpoint_manager(out_dir, config)
+  out.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(weights),
+                                         data=ocp.args.JsonSave(record)))
+  out.wait_until_finished()
+  out.close()
+
+
+def _ship_files(task: TrainTask, workdir: str, out_dir: str,
+                model: Callable[[], nnx.Module]) -> None:
+  """Copies the files that ship beside a checkpoint into an export; makes them when missing."""
+  missing = False
+  for name in task.shipped_files:
+    source = os.path.join(workdir, name)
+    if os.path.exists(source):
+      with open(source, 'rb') as src:
+        files.atomic_write(os.path.join(out_dir, name), lambda dst: dst.write(src.read()))
+    else:
+      missing = True
+  if missing and task.finish_hook is not None:
+    task.finish_hook(model(), out_dir)
+

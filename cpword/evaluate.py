@@ -77,7 +77,7 @@ def emotion_report(model: nnx.Module, config: ml_collections.ConfigDict,
   """Per EMOPIA quadrant: the statistics of the split's songs and of `num_songs` songs generated
   with that quadrant's emotion token, so one can see whether the condition is followed."""
   from cpword import sample  # pylint: disable=g-import-not-at-top
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   as_words = [s if s.ndim == 2 else tokens.remi_to_cp(s, vocab) for s in songs]
   report = {}
   for i, quadrant in enumerate(tokens.EMOTIONS):

@@ -42,7 +42,7 @@ def token_lengths(split: str = 'train', *, variant: str = 'small', data: str | N
     config.data.data_dir = data_dir
   if limit is not None:
     config.data.limit = limit
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   songs = train.tokenized_dataset(config, split)
   cp = np.array([len(words) for words in songs])
   remi = np.array([len(tokens.cp_to_remi(words, vocab)) for words in songs])

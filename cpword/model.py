@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import precision
+from common.errors import UserError
+from cpword import tokens
 
 # Per layer: keys and values (B, H, S, K), each split into chunks along S (Attention._cached).
 LayerCache = dict[str, tuple[jax.Array, ...]]
@@ -359,3 +361,23 @@ def with_bfloat16_products(model: Transformer) -> Transformer:
     if isinstance(module, Linear):
       module.kernel = nnx.Param(module.kernel[...].astype(jnp.bfloat16))
   return copy
+
+
+def families_from_config(config) -> list[Family]:
+  """The output families of a cpword config: one 'token' family for REMI, seven for CP."""
+  vocab = tokens.vocab_from_config(config)
+  if config.representation == 'remi':
+    return [Family('token', vocab.remi_size, config.model.remi_embed_dim)]
+  if config.representation != 'cp':
+    raise UserError(f"config.representation={config.representation!r}: use 'cp' or 'remi'")
+  sizes = vocab.family_sizes
+  return [Family(name, sizes[name], config.model.embed_dims[name]) for name in tokens.FAMILIES]
+
+
+def build_model(config, rngs: nnx.Rngs) -> Transformer:
+  """The Transformer a cpword config describes."""
+  m = config.model
+  return Transformer(
+      families_from_config(config), d_model=m.d_model, num_heads=m.num_heads,
+      num_layers=m.num_layers, ffn_dim=m.ffn_dim, dropout=m.dropout, max_len=m.max_len,
+      relative=m.relative, abs_pos=m.abs_pos, rngs=rngs)

@@ -9,7 +9,6 @@ the length limit, optionally continuing a prompt (a MIDI file) and/or after an e
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Mapping
 
 from flax import nnx
@@ -18,14 +17,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from common import generation
 from common import midi
 from common import precision
 from common import sampling
-from common import training
 from common.errors import UserError
 from cpword import model as model_lib
 from cpword import tokens
-from cpword import train
 
 # The paper's settings (temperature, top_p); 'remi' is for the REMI model's single stream.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
@@ -202,7 +200,7 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF:
 def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = None,
                  prompt: midi.NoteSequence | None = None) -> np.ndarray:
   """Where generation starts (words (N, F) or events (N,)): [Emotion] Bar, or [Emotion] + prompt."""
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   if prompt is not None:
     words = tokens.encode_cp(prompt, vocab, emotion=emotion, eos=False,
                              chords=config.data.get('chords', 'auto'))
@@ -278,7 +276,7 @@ def _jitted(graphdef, frozen_settings):
 
 def decode(config: ml_collections.ConfigDict, song: np.ndarray) -> midi.NoteSequence:
   """A generated song (words or events) as a NoteSequence (valid prefix, warning otherwise)."""
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   if config.representation == 'remi':
     return tokens.decode_remi(song, vocab)
   return tokens.decode_cp(song, vocab)
@@ -294,85 +292,41 @@ def check_prompt(start: np.ndarray, config: ml_collections.ConfigDict, max_words
     return
   unit = 'events' if config.representation == 'remi' else 'words'
   limit = int(config.model.max_len)
-  hint = ('raise max_words (--num_steps) or use a shorter prompt' if len(start) < limit else
+  hint = ('raise the length (--length) or use a shorter prompt' if len(start) < limit else
           f'this model takes at most {limit} {unit}, so use a shorter prompt')
   raise UserError(f'{name}: the prompt is {len(start):,} {unit} long; the length limit '
                   f'{max_words} must be larger ({hint})')
 
 
-def write_songs(model: model_lib.Transformer, config: ml_collections.ConfigDict, out_dir: str, *,
-                num_songs: int, max_words: int, min_words: int = 0, seed: int = 0,
-                emotion: str | None = None,
-                prompt: midi.NoteSequence | None = None,
-                settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
-  """Generates songs and writes them as MIDI files (plus vocab.json); returns the MIDI paths."""
-  start = start_tokens(config, emotion=emotion, prompt=prompt)
+TASKS = ('generate', 'continue')
+
+
+def generate_pieces(model: model_lib.Transformer, config: ml_collections.ConfigDict,
+                    request: generation.Request) -> list[generation.Piece]:
+  """num_samples songs of at most request.length words (events for REMI; default the config's
+  sampling.max_words), continuing request.inputs[0] when given (task 'continue') and after
+  request.emotion's token for models trained with emotion. request.temperature scales every
+  family's temperature. Songs that end at once (no notes) are left out."""
+  task = request.task_or(TASKS, 'cpword')
+  prompt = request.inputs[0] if request.inputs else None
+  if task == 'continue' and prompt is None:
+    raise UserError('cpword: --task=continue needs --melody=FILE to continue')
+  settings = None
+  if request.temperature is not None:
+    settings = {family: {'temperature': values['temperature'] * request.temperature}
+                for family, values in settings_from_config(config).items()}
+  max_words = request.length or config.sampling.max_words
+  start = start_tokens(config, emotion=request.emotion, prompt=prompt)
   if prompt is not None:
-    check_prompt(start, config, max_words, prompt.filename or 'the prompt')
-  songs = generate(model, start, rng=jax.random.key(seed), num_songs=num_songs,
-                   max_len=max_words, settings=settings_from_config(config, settings),
-                   min_len=min_words, vocab=train.vocab_from_config(config))
-  os.makedirs(out_dir, exist_ok=True)
-  train.vocab_from_config(config).save(os.path.join(out_dir, 'vocab.json'))
-  paths = []
+    name = request.input_names[0] if request.input_names else 'the prompt'
+    check_prompt(start, config, max_words, name)
+  songs = generate(model, start, rng=jax.random.key(request.seed),
+                   num_songs=request.num_samples, max_len=max_words,
+                   settings=settings_from_config(config, settings),
+                   min_len=request.min_length, vocab=tokens.vocab_from_config(config))
+  pieces = []
   for i, song in enumerate(songs):
     seq = decode(config, song)
-    if not seq.notes:
-      continue  # nothing to write (the model ended at once)
-    path = os.path.join(out_dir, f'song_{i:03d}.mid')
-    midi.write_midi(seq, path)
-    paths.append(path)
-  return paths
-
-
-def generate_main(config: ml_collections.ConfigDict, workdir: str, *, num_songs: int = 4,
-                  max_words: int | None = None, min_words: int = 0,
-                  prompt_midi: str | None = None,
-                  out_dir: str | None = None, emotion: str | None = None, seed: int = 0,
-                  settings: Mapping[str, Mapping[str, Any]] | None = None,
-                  step: int | None = None) -> list[str]:
-  """Loads the checkpoint in `workdir` and writes `num_songs` MIDI files; returns their paths.
-
-  `settings` overrides per family, e.g. {'pitch': {'temperature': 0.9, 'top_p': 0.95}}.
-  """
-  model = training.load_model(train.get_task(config), config, workdir, step)
-  prompt = midi.read_music(prompt_midi) if prompt_midi else None
-  out_dir = out_dir or os.path.join(workdir, 'samples', 'generated')
-  max_words = max_words or config.sampling.max_words
-  return write_songs(model, config, out_dir, num_songs=num_songs, max_words=max_words,
-                     min_words=min_words, seed=seed, emotion=emotion, prompt=prompt,
-                     settings=settings)
-
-
-def generate_from_flags(model: model_lib.Transformer, config: ml_collections.ConfigDict,
-                        options: Mapping[str, Any]) -> list[str]:
-  """experiments/generate.py's entry: --melody continues a MIDI file, --num_steps is the length in
-  words (events for REMI), --num_samples songs, --temperature scales every family's temperature;
-  --wav / --png also render each song. Returns the paths written."""
-  if options.get('task') not in (None, 'generate', 'harmonize', 'continue'):
-    raise UserError(f"cpword: --task={options['task']} is not supported; use generate (or "
-                    'continue with --melody)')
-  settings = None
-  if options.get('temperature') is not None:
-    base = settings_from_config(config)
-    settings = {f: {'temperature': s['temperature'] * options['temperature']}
-                for f, s in base.items()}
-  prompt = midi.read_music(options['melody']) if options.get('melody') else None
-  out_dir = options.get('out_dir') or 'out'
-  paths = write_songs(model, config, out_dir, num_songs=options.get('num_samples') or 1,
-                      max_words=options.get('num_steps') or config.sampling.max_words,
-                      seed=options.get('seed') or 0, emotion=options.get('emotion'),
-                      prompt=prompt, settings=settings)
-  written = list(paths)
-  if options.get('wav') or options.get('png'):
-    from common import render  # pylint: disable=g-import-not-at-top
-    for path in paths:
-      seq = midi.read_midi(path)
-      stem = os.path.splitext(path)[0]
-      if options.get('png'):
-        render.piano_roll_png(seq, stem + '.png', title=os.path.basename(stem))
-        written.append(stem + '.png')
-      if options.get('wav'):
-        render.render_wav(seq, stem + '.wav')
-        written.append(stem + '.wav')
-  return written
+    if seq.notes:
+      pieces.append(generation.Piece(f'song_{i:03d}', seq))
+  return pieces

@@ -146,6 +146,11 @@ class Vocab:
 # Names of values (for printing and for chord annotations).
 
 
+
+def vocab_from_config(config) -> Vocab:
+  """The Vocab a cpword config's `tokens` section describes."""
+  return Vocab(**config.tokens.to_dict())
+
 def chord_name(value: int) -> str:
   if value == CHORD_NONE:
     return 'N'

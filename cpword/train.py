@@ -22,37 +22,19 @@ import numpy as np
 import optax
 
 from common import datasets
+from common import generation
 from common import midi
 from common import pipeline
 from common import training
 from common.errors import UserError
 from cpword import model as model_lib
+from cpword import sample
 from cpword import tokens
 
 _EMOTION_IN_NAME = re.compile(r'^(Q[1-4])_')
 
 
-def vocab_from_config(config: ml_collections.ConfigDict) -> tokens.Vocab:
-  return tokens.Vocab(**config.tokens.to_dict())
-
-
-def families(config: ml_collections.ConfigDict) -> list[model_lib.Family]:
-  vocab = vocab_from_config(config)
-  if config.representation == 'remi':
-    return [model_lib.Family('token', vocab.remi_size, config.model.remi_embed_dim)]
-  if config.representation != 'cp':
-    raise UserError(f"config.representation={config.representation!r}: use 'cp' or 'remi'")
-  sizes = vocab.family_sizes
-  return [model_lib.Family(name, sizes[name], config.model.embed_dims[name])
-          for name in tokens.FAMILIES]
-
-
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.Transformer:
-  m = config.model
-  return model_lib.Transformer(
-      families(config), d_model=m.d_model, num_heads=m.num_heads, num_layers=m.num_layers,
-      ffn_dim=m.ffn_dim, dropout=m.dropout, max_len=m.max_len, relative=m.relative,
-      abs_pos=m.abs_pos, rngs=rngs)
+build_model = model_lib.build_model
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,7 +114,7 @@ def tokenized_dataset(config: ml_collections.ConfigDict, split: str) -> tuple[np
   """Every song of `split` as CP words (N, F) or REMI events (N,), tokenised once per process."""
   d = config.data
   return _tokenized(d.name, d.get('data_dir'), split, d.get('limit'), config.representation,
-                    vocab_from_config(config).to_json(), bool(d.get('emotion', False)),
+                    tokens.vocab_from_config(config).to_json(), bool(d.get('emotion', False)),
                     d.get('chords', 'auto'), d.get('num_workers'))
 
 
@@ -175,7 +157,7 @@ def eval_windows(songs: tuple[np.ndarray, ...], seq_len: int, max_windows: int) 
 def train_iterator(config, process_index: int, process_count: int) -> Iterator[dict]:
   songs = tokenized_dataset(config, 'train')
   return pipeline.make_train_iterator(
-      songs, _window_transform(config.data.seq_len, vocab_from_config(config)),
+      songs, _window_transform(config.data.seq_len, tokens.vocab_from_config(config)),
       batch_size=config.batch_size,
       seed=config.seed, process_index=process_index, process_count=process_count)
 
@@ -243,7 +225,7 @@ def note_onset_range(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """[lo, hi) of the first target field's values that start a note: the Note type of a CP word,
   or the Pitch events of REMI (one per note in either representation)."""
   if config.representation == 'remi':
-    start, _, count = vocab_from_config(config).remi_ranges['pitch']
+    start, _, count = tokens.vocab_from_config(config).remi_ranges['pitch']
     return start, start + count
   return tokens.TYPE_NOTE, tokens.TYPE_NOTE + 1
 
@@ -261,16 +243,15 @@ def make_eval_fn(config: ml_collections.ConfigDict):
 
 
 def sample_hook(config: ml_collections.ConfigDict, model, step: int, workdir: str) -> None:
-  """Writes config.sampling.num_songs songs to <workdir>/samples/step_<step>/ (with vocab.json)."""
-  from cpword import sample  # pylint: disable=g-import-not-at-top
-  out_dir = os.path.join(workdir, 'samples', f'step_{step}')
-  sample.write_songs(model, config, out_dir, num_songs=config.sampling.num_songs,
-                     max_words=config.sampling.max_words, seed=step)
+  """Writes config.sampling.num_songs songs to <workdir>/samples/step_<step>/."""
+  request = generation.Request(num_samples=config.sampling.num_songs, seed=step)
+  generation.write_pieces(sample.generate_pieces(model, config, request),
+                          os.path.join(workdir, 'samples', f'step_{step}'))
 
 
 def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
   """The TrainTask; data is tokenised lazily, on the first call of an iterator."""
-  families(config)  # fail early on a bad representation
+  model_lib.families_from_config(config)  # fail early on a bad representation
   return training.TrainTask(
       build_model=build_model, loss_fn=loss_fn, train_iterator=train_iterator,
       eval_fn=make_eval_fn(config), eval_batches=eval_batches,

@@ -83,7 +83,6 @@ def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup
                       note=f'batch {batch_size}, {passes} forward passes')
 
 
-@bench.register('coconet/paper')
 def paper(repeats: int, warmup: int) -> list[dict]:
   # ~11-16 s a call. Five timed calls: on the family-26 EPYC three runs within an hour gave 232,
   # 260 and 231 GFLOP/s for the train step (medians of 2, 3 and 3 calls).
@@ -97,7 +96,6 @@ def paper(repeats: int, warmup: int) -> list[dict]:
   ]
 
 
-@bench.register('coconet/small_dilated')
 def small_dilated(repeats: int, warmup: int) -> list[dict]:
   config = small_dilated_config()
   one = harmonize_result('coconet/small_dilated/harmonize32', config, 1, repeats=repeats,
@@ -120,7 +118,6 @@ def small_dilated(repeats: int, warmup: int) -> list[dict]:
 _TAPS_DILATIONS = ((4, 4), (8, 8), (16, 16), (16, 32))
 
 
-@bench.register('coconet/depthwise_taps')
 def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
   x = jax.random.normal(jax.random.key(0), (batch_size, HARMONIZE_STEPS, data.NUM_PITCHES, 64))
   results = []
@@ -144,7 +141,6 @@ def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
 _FORWARD_CHUNKS = (1, 4, 8, 16, 64)
 
 
-@bench.register('coconet/forward_chunks')
 def forward_chunks(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
   """One eval-mode forward pass of the small dilated config over `batch_size` pieces of 32 steps,
   run `chunk` pieces at a time (model.logits_in_chunks), against the whole batch at once."""
@@ -169,7 +165,6 @@ def forward_chunks(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
   return results
 
 
-@bench.register('coconet/pitch_draw')
 def pitch_draw(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
   """One Gibbs step's draw of every variable's pitch at `batch_size` x 32 steps: sampling's
   inverse CDF (sample.sample_pitches) against jax.random.categorical's Gumbel variable per pitch."""
@@ -188,3 +183,13 @@ def pitch_draw(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
         note=f'{batch_size} x 32 steps x 4 voices over 46 pitches'
              + ('; sampling uses this one' if name == 'inverse_cdf' else '')))
   return results
+
+
+# The benchmarks of this module by name (experiments/benchmark.py lists every module's).
+BENCHMARKS = {
+    'coconet/paper': paper,
+    'coconet/small_dilated': small_dilated,
+    'coconet/depthwise_taps': depthwise_taps,
+    'coconet/forward_chunks': forward_chunks,
+    'coconet/pitch_draw': pitch_draw,
+}

@@ -34,13 +34,13 @@ NUM_EXAMPLES = 64
 
 
 def _encoder_weights(config) -> int:
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   return 2 * configs.lstm_params(sum(enc.vocab_sizes), config.model.encoder_sizes)  # 2 directions
 
 
 def _decoder_weights_per_step(config) -> int:
   """Weights used at every decoder step: previous-token input, recurrent, deeper layers, output."""
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   sizes = config.model.decoder_sizes
   if config.model.get('conductor_sizes'):
     return sum(configs.lstm_params(v, sizes) + sizes[-1] * v for v in enc.vocab_sizes)
@@ -51,7 +51,7 @@ def _decoder_weights_per_step(config) -> int:
 def _decoder_weights_per_sequence(config) -> int:
   """Weights used once per sequence (flat: z's input transform and the initial state) or once per
   bar (hierarchical: the conductor step, c's input transforms and the note decoders' states)."""
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   m = config.model
   state = 2 * sum(m.decoder_sizes)
   if m.get('conductor_sizes'):
@@ -65,7 +65,7 @@ def _decoder_weights_per_sequence(config) -> int:
 def analytic_flops(config, batch_size: int, *, encoder: bool, decoder: bool,
                    train: bool = False) -> float:
   """2 x weights used x batch (x3 for a training step's forward + backward)."""
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   per_example = 0
   if encoder:
     per_example += _encoder_weights(config) * enc.num_steps
@@ -76,7 +76,7 @@ def analytic_flops(config, batch_size: int, *, encoder: bool, decoder: bool,
 
 
 def _random_tokens(config, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   columns = [rng.integers(0, v, size=(batch_size, enc.num_steps)) for v in enc.vocab_sizes]
   return np.stack(columns, axis=-1).astype(np.int32)
 
@@ -105,7 +105,7 @@ def _model(config):
 def sample_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
   """NUM_EXAMPLES sequences from z ~ N(0, I), decoded to NoteSequences."""
   model = _model(config)
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   key = jax.random.key(0)
   seconds = bench.median_seconds(lambda: sample_lib.sample(model, NUM_EXAMPLES, key, enc),
                                  repeats=repeats, warmup=warmup)
@@ -118,7 +118,7 @@ def sample_result(name: str, config, *, repeats: int, warmup: int, original: str
 def encode_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
   """NUM_EXAMPLES melodies from NoteSequences (slice extraction included) to z."""
   model = _model(config)
-  enc = musicvae_train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   seqs = data.synthetic_melodies(NUM_EXAMPLES, num_bars=enc.num_bars, seed=0)
   seconds = bench.median_seconds(lambda: sample_lib.encode(model, seqs, enc),
                                  repeats=repeats, warmup=warmup)
@@ -131,7 +131,6 @@ def encode_result(name: str, config, *, repeats: int, warmup: int, original: str
 _MIXED = '; --config.mixed_precision=True (bf16 LSTM products, f32 accumulation and weights)'
 
 
-@bench.register('musicvae/mel_2bar_small')
 def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
   config = configs.get_config('mel_2bar_small')
   mixed = configs.get_config('mel_2bar_small')
@@ -153,7 +152,6 @@ def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
   ]
 
 
-@bench.register('musicvae/mel_16bar_hier')
 def mel_16bar_hier(repeats: int, warmup: int) -> list[dict]:
   config = configs.get_config('mel_16bar_hier')
   repeats, warmup = min(repeats, 3), min(warmup, 1)
@@ -170,3 +168,10 @@ def mel_16bar_hier(repeats: int, warmup: int) -> list[dict]:
   train['note'] += f'; peak resident memory of the benchmark process {peak_gib:.1f} GiB'
   train['peak_gib'] = peak_gib
   return results + [train]
+
+
+# The benchmarks of this module by name (experiments/benchmark.py lists every module's).
+BENCHMARKS = {
+    'musicvae/mel_2bar_small': mel_2bar_small,
+    'musicvae/mel_16bar_hier': mel_16bar_hier,
+}

@@ -1,8 +1,8 @@
-r"""Speed benchmarks: train steps, sampling, preprocessing. Writes one JSON and a markdown table
-(and, with --readme, the README's table, each row with the issue's aim met or not).
+r"""Speed benchmarks: train steps, sampling, preprocessing. Writes bench/results.json and the table
+bench/results.md (each row with its aim, met or not).
 
-  python -m experiments.benchmark --readme=README.md   # everything, the README table too (make bench)
-  python -m experiments.benchmark --only=coconet       # benchmarks whose name starts with coconet
+  python -m experiments.benchmark                     # everything (make bench)
+  python -m experiments.benchmark --only=coconet      # benchmarks whose name starts with coconet
   python -m experiments.benchmark --list
 
 Run with nothing else on the machine: on 2 cores a neighbour skews figures by 1.5x or more.
@@ -22,22 +22,27 @@ from absl import flags
 from absl import logging
 import jax
 
+from common import files
 from common import malloc
 from common import precision
-from common.errors import UserError
+from experiments import bench_coconet
+from experiments import bench_cpword
+from experiments import bench_data
+from experiments import bench_musicvae
+from experiments import bench_pianonet
+from experiments import bench_reference
 from experiments import benchmarks as registry
 from experiments import cli
 
-README_BEGIN = '<!-- bench:begin -->'
-README_END = '<!-- bench:end -->'
+# Every benchmark module, in the order their rows are run.
+MODULES = (bench_reference, bench_coconet, bench_musicvae, bench_pianonet, bench_cpword,
+           bench_data)
 
 _ONLY = flags.DEFINE_list('only', [], 'Run only benchmarks whose name starts with one of these.')
 _LIST = flags.DEFINE_bool('list', False, 'List the benchmarks and exit.')
 _OUT = flags.DEFINE_string('out', 'bench', 'Folder for results.json and results.md.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per benchmark (median reported).')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls first (compilation, caches).')
-_README = flags.DEFINE_string('readme', None, 'Also write the table into this file, between the '
-                              f'{README_BEGIN!r} and {README_END!r} lines (make bench: README.md).')
 
 
 # The widest vector extension a CPU has, as the machine line names it: an AVX2-only and an
@@ -100,17 +105,12 @@ def _markdown(results: list[dict], machine: str, *, notes: bool = True) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_readme_table(path: str, table: str) -> None:
-  """Replaces what lies between the README_BEGIN and README_END lines of `path` by `table`."""
-  with open(path) as f:
-    text = f.read()
-  if README_BEGIN not in text or README_END not in text:
-    raise UserError(f'{path} has no {README_BEGIN} ... {README_END} block for the table')
-  head, rest = text.split(README_BEGIN, 1)
-  _, tail = rest.split(README_END, 1)
-  with open(path + '.tmp', 'w') as f:
-    f.write(f'{head}{README_BEGIN}\n{table}{README_END}{tail}')
-  os.replace(path + '.tmp', path)
+def all_benchmarks() -> dict[str, Callable]:
+  """Every benchmark by name, from the MODULES' BENCHMARKS mappings."""
+  benchmarks = {}
+  for module in MODULES:
+    benchmarks.update(module.BENCHMARKS)
+  return benchmarks
 
 
 def _merge_with_earlier(path: str, results: list[dict], machine: str) -> list[dict]:
@@ -131,7 +131,7 @@ def _merge_with_earlier(path: str, results: list[dict], machine: str) -> list[di
 
 def main(argv: list[str]) -> None:
   del argv
-  benchmarks: dict[str, Callable] = registry.all_benchmarks()
+  benchmarks = all_benchmarks()
   if _LIST.value:
     print('\n'.join(benchmarks))
     return
@@ -162,15 +162,9 @@ def main(argv: list[str]) -> None:
   payload = {'machine': machine, 'jax': jax.__version__, 'results': results}
   for filename, text in (('results.json', json.dumps(payload, indent=2)),
                          ('results.md', _markdown(results, machine))):
-    path = os.path.join(_OUT.value, filename)
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    files.atomic_write(os.path.join(_OUT.value, filename), lambda f, t=text: f.write(t), mode='w')
   print(_markdown(results, machine))
   print(f'Wrote {_OUT.value}/results.json and results.md')
-  if _README.value:
-    write_readme_table(_README.value, _markdown(results, machine, notes=False))
-    print(f'Wrote the table into {_README.value}')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""The benchmark registry and timing helpers used by experiments/benchmark.py.
+"""Timing helpers for the benchmark modules (experiments/bench_*.py).
 
 A benchmark is a function (repeats, warmup) -> list of result dicts with at least 'name' and
 'seconds' (median per call); optional 'throughput' (text), 'gflops_per_s', 'original' (the original
@@ -13,28 +13,6 @@ import time
 from typing import Any, Callable, Optional
 
 import jax
-
-_REGISTRY: dict[str, Callable[..., list[dict]]] = {}
-
-
-def register(name: str) -> Callable:
-  def wrap(fn):
-    _REGISTRY[name] = fn
-    return fn
-  return wrap
-
-
-def all_benchmarks() -> dict[str, Callable[..., list[dict]]]:
-  # Importing the model benchmark modules fills the registry.
-  # pylint: disable=g-import-not-at-top,unused-import
-  from experiments import bench_coconet  # noqa: F401
-  from experiments import bench_cpword  # noqa: F401
-  from experiments import bench_data  # noqa: F401
-  from experiments import bench_musicvae  # noqa: F401
-  from experiments import bench_pianonet  # noqa: F401
-  from experiments import bench_reference  # noqa: F401
-  return dict(_REGISTRY)
-
 
 def block(tree: Any) -> Any:
   return jax.block_until_ready(tree)

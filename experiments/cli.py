@@ -1,14 +1,29 @@
-"""What every entry point shares: user mistakes end in one line on stderr and exit status 1."""
+"""What every entry point shares: the process set-up, quiet third-party output, and user mistakes
+that end in one line on stderr with exit status 1.
+
+Entry points import the heavy libraries (jax, flax, the models) inside main(), so that --help and
+flag errors answer at once.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Callable
+import warnings
 
 from absl import app
 from absl import flags
 
+from common import runtime
 from common.errors import UserError
+
+
+def quiet_third_party_output() -> None:
+  """Silences messages a user cannot act on: pydub's missing-ffmpeg warning (note_seq imports
+  pydub; WAV rendering here never uses ffmpeg) and jax's note that it found no TPU."""
+  warnings.filterwarnings('ignore', message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
 def _fail(message: str) -> None:
@@ -31,9 +46,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, but a UserError or a bad flag ends with one line and exit status 1."""
+  """absl's app.run after configure_process(); a UserError or a bad flag ends with one line and
+  exit status 1."""
 
   def wrapped(argv: list[str]) -> None:
+    if len(argv) > 1:
+      _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    runtime.configure_process()
+    quiet_third_party_output()
     try:
       main(argv)
     except UserError as e:

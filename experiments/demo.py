@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from absl import flags
 from absl import logging
 
-from common import training
 from experiments import cli
+from experiments import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, 'pretrained', 'coconet_small')
@@ -57,7 +58,7 @@ def _fallback_config(num_steps: int):
 
 def coconet_workdir() -> str:
   """A workdir with a trained Coconet: the shipped one, or one trained here now."""
-  if os.path.isdir(os.path.join(PRETRAINED, training.CHECKPOINT_DIR)):
+  if os.path.isdir(os.path.join(PRETRAINED, 'checkpoints')):
     print(f'Using the pretrained Coconet in {PRETRAINED}')
     return PRETRAINED
   config = _fallback_config(_TRAIN_STEPS.value)
@@ -65,61 +66,57 @@ def coconet_workdir() -> str:
         f'chorales bundled with music21 for {config.num_train_steps} steps (a few minutes on a '
         f'2-core CPU; kept in {_WORKDIR.value} for next time).', flush=True)
   start = time.perf_counter()
-  training.train_and_evaluate(training.get_task(config), config, _WORKDIR.value)
+  from common import training  # pylint: disable=g-import-not-at-top
+  training.train_and_evaluate(registry.get_task(config), config, _WORKDIR.value)
   print(f'Trained in {time.perf_counter() - start:.0f} s.')
   return _WORKDIR.value
 
 
+def _generate(workdir: str, out_dir: str, **request: Any) -> list[str]:
+  """What `python -m experiments.generate` does: one Request to the model of `workdir`."""
+  from common import generation  # pylint: disable=g-import-not-at-top
+  from common import midi  # pylint: disable=g-import-not-at-top
+  paths = request.pop('inputs', ())
+  return registry.generate_files(
+      workdir, generation.Request(inputs=tuple(midi.read_music(p) for p in paths),
+                                  input_names=tuple(paths), seed=_SEED.value, **request),
+      out_dir, wav=True, png=True)
+
+
 def harmonize(out_dir: str) -> list[str]:
   """Coconet: harmonizations of --melody (choir), MIDI + WAV + PNG."""
-  from coconet import sample  # pylint: disable=g-import-not-at-top
   workdir = coconet_workdir()
-  config = training.read_config(workdir)
-  model = training.load_model(training.get_task(config), config, workdir)
   print(f'Coconet: harmonizing {_MELODY.value} ({_NUM_SAMPLES.value} versions, annealed Gibbs '
         'sampling)...', flush=True)
-  return sample.generate_from_flags(model, config, dict(
-      task='harmonize', melody=_MELODY.value, out_dir=out_dir, num_samples=_NUM_SAMPLES.value,
-      transpose=True, wav=True, png=True, programs='choir', seed=_SEED.value))
+  return _generate(workdir, out_dir, task='harmonize', inputs=[_MELODY.value],
+                   num_samples=_NUM_SAMPLES.value, transpose=True, programs='choir')
 
 
 def musicvae_melodies(workdir: str, out_dir: str) -> list[str]:
   """MusicVAE: 4 melodies from the prior and 5 steps between two bundled melodies' first bars."""
-  from musicvae import sample  # pylint: disable=g-import-not-at-top
-  config = training.read_config(workdir)
   print('MusicVAE: sampling 4 two-bar melodies and interpolating between the openings of '
         f'{os.path.basename(DEFAULT_MELODY)} and {os.path.basename(SECOND_MELODY)}...', flush=True)
-  paths = sample.generate_main(config, workdir, task='sample', out_dir=out_dir, num_samples=4,
-                               rng_seed=_SEED.value)
-  paths += sample.generate_main(config, workdir, task='interpolate', out_dir=out_dir,
-                                inputs=[DEFAULT_MELODY, SECOND_MELODY], num_samples=5,
-                                rng_seed=_SEED.value)
-  return paths
+  return (_generate(workdir, out_dir, task='sample', num_samples=4) +
+          _generate(workdir, out_dir, task='interpolate', num_samples=5,
+                    inputs=[DEFAULT_MELODY, SECOND_MELODY]))
 
 
 def piano_continuation(workdir: str, seed_midi: str, out_dir: str) -> list[str]:
   """PianoNet: continues the opening of `seed_midi` by --piano_seconds."""
-  from pianonet import generate  # pylint: disable=g-import-not-at-top
-  config = training.read_config(workdir)
   print(f'PianoNet: continuing the opening of {seed_midi} by {_PIANO_SECONDS.value:g} s...',
         flush=True)
-  return generate.generate_main(config, workdir, seed_midi=seed_midi, seconds=_PIANO_SECONDS.value,
-                                out_dir=out_dir, rng_seed=_SEED.value, seed_seconds=4.0)
+  return _generate(workdir, out_dir, inputs=[seed_midi], seconds=_PIANO_SECONDS.value)
 
 
 def pop_piano(workdir: str, out_dir: str) -> list[str]:
   """Compound Word Transformer: one short pop-piano piece."""
-  from cpword import sample  # pylint: disable=g-import-not-at-top
-  config = training.read_config(workdir)
   print(f'CP-word: writing a pop-piano piece of {_CP_WORDS.value} compound words...', flush=True)
-  return sample.generate_main(config, workdir, num_songs=1, max_words=_CP_WORDS.value,
-                              min_words=_CP_WORDS.value // 2, out_dir=out_dir, seed=_SEED.value)
+  return _generate(workdir, out_dir, length=_CP_WORDS.value, min_length=_CP_WORDS.value // 2)
 
 
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  from common import render  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   models = _MODELS.value
   written: dict[str, list[str]] = {}
@@ -129,7 +126,7 @@ def main(argv: list[str]) -> None:
     if name == 'coconet':
       continue
     workdir = PRETRAINED_OTHERS[name]
-    if not os.path.isdir(os.path.join(workdir, training.CHECKPOINT_DIR)):
+    if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
       print(f'{name}: skipped, no pretrained checkpoint in {workdir}')
       continue
     out_dir = os.path.join(_OUT_DIR.value, name)
@@ -140,7 +137,7 @@ def main(argv: list[str]) -> None:
       paths = piano_continuation(workdir, seeds[0] if seeds else _MELODY.value, out_dir)
     else:
       paths = pop_piano(workdir, out_dir)
-    written[name] = paths + render.render_files(paths, wav=True, png=True)
+    written[name] = paths
   print(f'Wrote ({time.perf_counter() - start:.0f} s):')
   for name, paths in written.items():
     print(f'  {name}:')

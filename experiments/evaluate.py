@@ -5,21 +5,20 @@ r"""Evaluates a trained model on a data split: loads --workdir's config.json and
       --orders=chronological,random --ensemble_size=5 --max_pieces=10 --crop_len=64
   python -m experiments.evaluate --workdir=runs/pianonet_small --split=valid --num_samples=4
 
-Dispatch: `<config.task>/evaluate.py` provides `evaluate_from_flags(model, config, options: dict)
--> dict` (it prints its own table); `options` holds this file's flag values by name.
+Each model's evaluate.py (experiments/registry.py) provides `evaluate_from_flags(model, config,
+options: dict) -> dict`, which prints its own table; `options` holds this file's flag values.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 
 from absl import flags
 
-from common import training
-from common.errors import UserError
+from common import configs
+from common import files
 from experiments import cli
+from experiments import registry
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -48,13 +47,10 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = training.read_config(_WORKDIR.value)
-  model = training.load_model(training.get_task(config), config, _WORKDIR.value, _STEP.value)
-  evaluator = importlib.import_module(f'{config.task}.evaluate')
-  if not hasattr(evaluator, 'evaluate_from_flags'):
-    raise UserError(f'{config.task} has no command-line evaluation')
+  del argv
+  config = configs.read_config(_WORKDIR.value)
+  _, _, evaluator = registry.entry(config).modules()
+  model = registry.load_model(config, _WORKDIR.value, _STEP.value)
   options = dict(split=_SPLIT.value, data_dir=_DATA_DIR.value, units=_UNITS.value,
                  orders=_ORDERS.value, ensemble_size=_ENSEMBLE.value, max_pieces=_MAX_PIECES.value,
                  crop_len=_CROP_LEN.value, bn_batches=_BN_BATCHES.value, chunk_size=_CHUNK.value,
@@ -62,10 +58,7 @@ def main(argv: list[str]) -> None:
                  num_samples=_NUM_SAMPLES.value, seconds=_SECONDS.value)
   results = evaluator.evaluate_from_flags(model, config, options)
   if _OUTPUT.value:
-    tmp = _OUTPUT.value + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, _OUTPUT.value)
+    files.atomic_write(_OUTPUT.value, lambda f: json.dump(results, f, indent=2), mode='w')
 
 
 if __name__ == '__main__':

@@ -58,8 +58,7 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Also write the results as JSON he
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv
   summary = simulate.simulate_main(
       _WORKDIR.value, step=_STEP.value, measure=_MEASURE.value, target=_TARGET.value,
       num_seeds=_NUM_SEEDS.value, seed=_SEED.value, z_dim=_Z_DIM.value,

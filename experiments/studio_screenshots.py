@@ -34,8 +34,7 @@ _SEED = flags.DEFINE_integer('seed', 1, 'Seed of the studio sessions.')
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv
   logging.set_verbosity(logging.WARNING)
   pylogging.getLogger('werkzeug').setLevel(pylogging.WARNING)  # no line per request
   try:

@@ -26,8 +26,7 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Also write the statistics as JSON
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv
   stats = lengths.token_lengths(_SPLIT.value, variant=_VARIANT.value, data=_DATA.value,
                                 data_dir=_DATA_DIR.value, limit=_LIMIT.value)
   print(lengths.format_table(stats))

@@ -11,9 +11,8 @@ A run resumes by itself from the latest checkpoint in --workdir. Multi-host: pas
 from absl import flags
 from ml_collections import config_flags
 
-from common import sharding
-from common import training
 from experiments import cli
+from experiments import registry
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. coconet/configs.py:small.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and samples go.')
@@ -25,11 +24,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise flags.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv
+  from common import sharding  # pylint: disable=g-import-not-at-top
+  from common import training  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
-  training.train_and_evaluate(training.get_task(config), config, _WORKDIR.value)
+  training.train_and_evaluate(registry.get_task(config), config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -89,6 +89,18 @@ class Encoding:
 
 # ------------------------------------------------------------------------------------------------
 # Single streams.
+
+
+# Which track holds the melody in each data set, when the config does not say.
+DEFAULT_MELODY_TRACK = {'pop909': 'name:MELODY', 'nottingham': 'first'}
+
+
+def encoding_from_config(config: Any) -> Encoding:
+  """The Encoding a MusicVAE config describes (config.encoding, config.dataset)."""
+  enc = config.encoding
+  track = enc.get('melody_track') or DEFAULT_MELODY_TRACK.get(config.dataset, 'all')
+  return Encoding(kind=enc.kind, num_bars=enc.num_bars,
+                  max_silence_bars=enc.get('max_silence_bars', 1.0), melody_track=track)
 
 
 def melody_events(notes: Iterable[tuple[int, int, int]], num_steps: int) -> np.ndarray:

@@ -6,7 +6,7 @@
     vectors = compute_attribute_vectors(model, slices, enc)       # {'note_density': (Z,), ...}
     z2 = apply_attribute(z, vectors['note_density'], scale=1.5)
 
-`generate_main` is what experiments/generate.py calls.
+`generate_pieces` is the generation entry (common.generation).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from common import generation
 from common import midi
 from common import precision
 from common.errors import UserError
@@ -239,76 +240,56 @@ def load_attribute_vectors(path: str) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Files.
+# The generation entry (common.generation): a request in, NoteSequences out
+
+TASKS = ('sample', 'reconstruct', 'interpolate', 'attribute')
+ATTRIBUTE_VECTORS_FILE = 'attribute_vectors.npz'
 
 
-def write_sequences(seqs: Sequence[NoteSequence], out_dir: str, prefix: str) -> list[str]:
-  """Writes `prefix`_000.mid, ... (atomically); returns the paths."""
-  os.makedirs(out_dir, exist_ok=True)
-  paths = []
-  for i, seq in enumerate(seqs):
-    path = os.path.join(out_dir, f'{prefix}_{i:03d}.mid')
-    midi.write_midi(seq, path)
-    paths.append(path)
-  return paths
+def generate_pieces(model: model_lib.MusicVAE, config: ml_collections.ConfigDict,
+                    request: generation.Request) -> list[generation.Piece]:
+  """Runs one task and returns its melodies (or drum patterns, trios) as NoteSequences.
 
-
-GENERATE_TASKS = ('sample', 'reconstruct', 'interpolate', 'attribute')
-
-
-def generate_main(config: ml_collections.ConfigDict, workdir: str, *, task: str = 'sample',
-                  inputs: Sequence[str] = (), out_dir: str, num_samples: int = 4,
-                  temperature: float | None = None, rng_seed: int = 0, step: int | None = None,
-                  attribute: str | None = None, attribute_scale: float = 1.5,
-                  attribute_vectors: str | None = None) -> list[str]:
-  """Loads the checkpoint in `workdir` and writes MIDI files to `out_dir`; returns their paths.
-
-  task: 'sample' (num_samples from the prior), 'reconstruct' (each input through z),
-  'interpolate' (two inputs, num_samples points of the slerp between their mu, ends included),
-  'attribute' (each input's z moved by attribute_scale * the attribute's vector, from the npz
-  file `attribute_vectors`, else computed from the config's eval split and added to
-  workdir/attribute_vectors.npz).
+  sample: num_samples from the prior; reconstruct: each input through its mu; interpolate: two
+  inputs, num_samples points of the slerp between their mu, ends included; attribute: each
+  input's mu moved by attribute_scale * the attribute's vector (from request.assets
+  ['attribute_vectors'], the file shipped beside the checkpoint).
   """
-  from common import training  # pylint: disable=g-import-not-at-top
-  from musicvae import train  # pylint: disable=g-import-not-at-top
-  if task not in GENERATE_TASKS:
-    raise UserError(f'musicvae generate: unknown task {task!r}; use {", ".join(GENERATE_TASKS)}')
-  if num_samples < 1:
-    raise UserError(f'musicvae generate: num_samples must be >= 1, got {num_samples}')
-  enc = train.encoding_from_config(config)
-  temperature = config.sample.temperature if temperature is None else temperature
-  model = training.load_model(train.get_task(config), config, workdir, step)
-  rng = jax.random.key(rng_seed)
-  seqs = [midi.read_music(p) for p in inputs]
+  task = request.task_or(TASKS, 'musicvae')
+  enc = data.encoding_from_config(config)
+  temperature = config.sample.temperature if request.temperature is None else request.temperature
+  rng = jax.random.key(request.seed)
+
+  def pieces(prefix: str, seqs: Sequence[NoteSequence]) -> list[generation.Piece]:
+    return [generation.Piece(f'{prefix}_{i:03d}', seq) for i, seq in enumerate(seqs)]
+
   if task == 'sample':
-    return write_sequences(sample(model, num_samples, rng, enc, temperature), out_dir, 'sample')
-  if not seqs:
-    raise UserError(f'musicvae generate: task {task!r} needs input MIDI/MusicXML files')
-  tokens = sequences_to_tokens(seqs, enc, list(inputs))
+    return pieces('sample', sample(model, request.num_samples, rng, enc, temperature))
+  if not request.inputs:
+    raise UserError(f'musicvae: --task={task} needs input MIDI/MusicXML files (--inputs)')
+  _, mu, _ = encode_tokens(model, sequences_to_tokens(request.inputs, enc,
+                                                      list(request.input_names)))
   if task == 'reconstruct':
-    _, mu, _ = encode_tokens(model, tokens)
-    return write_sequences(decode(model, mu, enc, rng, temperature), out_dir, 'reconstruction')
+    return pieces('reconstruction', decode(model, mu, enc, rng, temperature))
   if task == 'interpolate':
-    if len(seqs) != 2:
-      raise UserError(f'musicvae generate: interpolate needs exactly 2 inputs, got {len(seqs)}')
-    _, mu, _ = encode_tokens(model, tokens)
-    z = interpolate_z(mu[0], mu[1], max(num_samples, 2))
-    return write_sequences(decode(model, z, enc, rng, temperature), out_dir, 'interpolation')
-  # attribute
+    if len(request.inputs) != 2:
+      raise UserError(f'musicvae: interpolate needs exactly 2 inputs, got {len(request.inputs)}')
+    z = interpolate_z(mu[0], mu[1], max(request.num_samples, 2))
+    return pieces('interpolation', decode(model, z, enc, rng, temperature))
+  vector = attribute_vector_for(request.attribute, request.assets.get('attribute_vectors'))
+  z = apply_attribute(mu, vector, request.attribute_scale)
+  return pieces(f'{request.attribute}_{request.attribute_scale:+g}',
+                decode(model, z, enc, rng, temperature))
+
+
+def attribute_vector_for(attribute: str | None, vectors: dict[str, np.ndarray] | None
+                         ) -> np.ndarray:
+  """The named attribute's vector from `vectors` (the file shipped beside the checkpoint)."""
   if attribute not in ATTRIBUTES:
-    raise UserError(f'musicvae generate: --attribute must be one of {", ".join(ATTRIBUTES)}, '
+    raise UserError(f'musicvae: --attribute must be one of {", ".join(ATTRIBUTES)}, '
                     f'got {attribute!r}')
-  if attribute_vectors:
-    vectors = load_attribute_vectors(attribute_vectors)
-    if attribute not in vectors:
-      raise UserError(f'{attribute_vectors}: has no vector for {attribute!r} '
-                      f'(has {", ".join(vectors)})')
-  else:
-    path = os.path.join(workdir, 'attribute_vectors.npz')
-    vectors = load_attribute_vectors(path) if os.path.exists(path) else {}
-    vectors.update(compute_attribute_vectors(model, train.eval_examples(config), [attribute]))
-    save_attribute_vectors(path, vectors)
-  _, mu, _ = encode_tokens(model, tokens)
-  z = apply_attribute(mu, vectors[attribute], attribute_scale)
-  return write_sequences(decode(model, z, enc, rng, temperature), out_dir,
-                         f'{attribute}_{attribute_scale:+g}')
+  if not vectors or attribute not in vectors:
+    raise UserError(f'musicvae: this model has no attribute vector for {attribute!r}; compute '
+                    'them with python -m experiments.export --attribute_vectors (needs its data '
+                    'set)')
+  return vectors[attribute]

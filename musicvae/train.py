@@ -22,25 +22,19 @@ import ml_collections
 import numpy as np
 import optax
 
+from common import generation
 from common import pipeline
 from common import training
 from common.errors import UserError
 from musicvae import data
 from musicvae import model as model_lib
+from musicvae import sample as sample_lib
 
-_DEFAULT_MELODY_TRACK = {'pop909': 'name:MELODY', 'nottingham': 'first'}
 _SPLIT_SEEDS = {'train': 0, 'valid': 1, 'test': 2, 'all': 3}
 
 
 # ------------------------------------------------------------------------------------------------
 # Data.
-
-
-def encoding_from_config(config: ml_collections.ConfigDict) -> data.Encoding:
-  enc = config.encoding
-  track = enc.get('melody_track') or _DEFAULT_MELODY_TRACK.get(config.dataset, 'all')
-  return data.Encoding(kind=enc.kind, num_bars=enc.num_bars,
-                       max_silence_bars=enc.get('max_silence_bars', 1.0), melody_track=track)
 
 
 _SLICE_CACHE: dict[tuple, tuple[np.ndarray, collections.Counter]] = {}
@@ -49,7 +43,7 @@ _SLICE_CACHE: dict[tuple, tuple[np.ndarray, collections.Counter]] = {}
 def load_slices(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, collections.Counter]:
   """All kept slices (int16 (N, T, K)) of `split` and the extraction statistics (cached)."""
-  enc = encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   limit = config.get('dataset_limit')
   key = (config.dataset, config.get('data_dir'), split, enc, limit, config.encoding.get('dedupe'),
          config.get('num_synthetic'))
@@ -87,7 +81,7 @@ def train_iterator(config: ml_collections.ConfigDict, process_index: int, proces
                    ) -> Iterator[dict[str, np.ndarray]]:
   slices, stats = load_slices(config, 'train')
   _check_nonempty(slices, config, 'train', stats)
-  enc = encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   max_shift = config.encoding.get('max_transpose', 0)
 
   def transform(x_TK: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -209,7 +203,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.MusicVAE:
-  enc = encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   m = config.model
   model = model_lib.MusicVAE(
       vocab_sizes=enc.vocab_sizes, num_steps=enc.num_steps, z_dim=m.z_dim,
@@ -223,13 +217,39 @@ def make_sample_hook(config: ml_collections.ConfigDict):
   """Writes a few prior samples as MIDI under workdir/samples/step_<N>/."""
 
   def hook(model: model_lib.MusicVAE, step: int, workdir: str) -> None:
-    from musicvae import sample as sample_lib  # pylint: disable=g-import-not-at-top
     seqs = sample_lib.sample(model, config.sample.get('num_samples', 4),
-                             jax.random.key(step), encoding_from_config(config),
+                             jax.random.key(step), data.encoding_from_config(config),
                              temperature=config.sample.get('temperature', 0.5))
-    sample_lib.write_sequences(seqs, os.path.join(workdir, 'samples', f'step_{step}'), 'sample')
+    pieces = [generation.Piece(f'sample_{i:03d}', seq) for i, seq in enumerate(seqs)]
+    generation.write_pieces(pieces, os.path.join(workdir, 'samples', f'step_{step}'))
 
   return hook
+
+
+def write_attribute_vectors(model: model_lib.MusicVAE, config: ml_collections.ConfigDict,
+                            workdir: str) -> str | None:
+  """Computes the five attribute vectors on the evaluation split and writes them beside the
+  checkpoints (sample.ATTRIBUTE_VECTORS_FILE), so that generation needs no data; returns the
+  path, or None for models without a melody track (drums)."""
+  if model.vocab_sizes[0] != data.MELODY_CLASSES:
+    return None
+  try:
+    vectors = sample_lib.compute_attribute_vectors(model, eval_examples(config))
+  except UserError as e:  # e.g. an evaluation split too small or too uniform
+    logging.warning('No attribute vectors: %s', e)
+    return None
+  path = os.path.join(workdir, sample_lib.ATTRIBUTE_VECTORS_FILE)
+  sample_lib.save_attribute_vectors(path, vectors)
+  logging.info('Wrote the attribute vectors to %s', path)
+  return path
+
+
+def load_assets(workdir: str) -> dict[str, Any]:
+  """What ships beside a MusicVAE checkpoint: {'attribute_vectors': {name: (Z,)}} if present."""
+  path = os.path.join(workdir, sample_lib.ATTRIBUTE_VECTORS_FILE)
+  if not os.path.exists(path):
+    return {}
+  return {'attribute_vectors': sample_lib.load_attribute_vectors(path)}
 
 
 def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
@@ -241,7 +261,9 @@ def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
       eval_fn=eval_fn,
       eval_batches=eval_batches,
       make_optimizer=make_optimizer,
-      sample_hook=make_sample_hook(config))
+      sample_hook=make_sample_hook(config),
+      finish_hook=lambda model, workdir: write_attribute_vectors(model, config, workdir),
+      shipped_files=(sample_lib.ATTRIBUTE_VECTORS_FILE,))
 
 
 def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:

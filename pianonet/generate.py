@@ -7,13 +7,12 @@ Two paths draw the same random numbers and so produce the same key states:
 Edge aversion (Angsten 2020): the net likes to wander off the ends of the key window, so for a key
 at distance d from the nearer edge, a probability below thresholds[d] becomes 0.
 
-  generate_main(config, workdir, seed_midi='in.mid', seconds=20, out_dir='out', temperature=1.0)
+`generate_pieces(model, config, request)` is the generation entry (common.generation).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any, Sequence
 
@@ -25,9 +24,11 @@ import ml_collections
 import numpy as np
 
 from common import fast_conv
+from common import generation
 from common.errors import UserError
 from pianonet import data
 
+TASKS = ('continue',)
 DEFAULT_THRESHOLDS = (1.0, 1.0, 0.4, 0.05, 0.05, 0.05, 0.03, 0.03)
 
 
@@ -155,19 +156,11 @@ def seed_from_sequence(keys_N: np.ndarray, end: int, receptive_field: int, num_k
   return data.window(keys_N, end - end % num_keys, seed_length(receptive_field, num_keys))
 
 
-def seed_from_midi(path: str, enc: data.Encoding, receptive_field: int, seconds: float | None
-                   ) -> np.ndarray:
-  """The first `seconds` of a MIDI (or MusicXML) file (all of it if None) as key states, with
-  silence in front so that the seed fills a receptive field (training windows also start in
-  silence)."""
-  from common import midi  # pylint: disable=g-import-not-at-top
-  # read_music: the --melody flag offers MusicXML too (read_midi called a .xml "not a MIDI file").
-  return seed_from_notes(midi.read_music(path), enc, receptive_field, seconds, name=path)
-
-
 def seed_from_notes(seq: Any, enc: data.Encoding, receptive_field: int, seconds: float | None, *,
                     name: str = 'the seed') -> np.ndarray:
-  """seed_from_midi for a NoteSequence already read; UserError naming `name` when no note fits."""
+  """The first `seconds` of a piece (all of it if None) as key states, with silence in front so
+  that the seed fills a receptive field (training windows also start in silence); UserError
+  naming `name` when no note fits the key window."""
   roll_TK, stats = data.sequence_to_roll(seq, enc)
   if not roll_TK.shape[0]:
     raise UserError(f'{name}: no notes inside the key window (MIDI {enc.lowest_key}..'
@@ -188,46 +181,33 @@ def keys_to_sequence(keys_N: np.ndarray, enc: data.Encoding) -> Any:
   return data.roll_to_sequence(roll_TK, enc)
 
 
-def generate_main(config: ml_collections.ConfigDict, workdir: str, *, seed_midi: str | None,
-                  seconds: float, out_dir: str, temperature: float | None = None,
-                  thresholds: Sequence[float] | None = None, num_samples: int = 1,
-                  seed_seconds: float | None = 8.0, rng_seed: int = 0, naive: bool = False,
-                  step: int | None = None) -> list[str]:
-  """Loads the checkpoint in workdir, continues a seed and writes one MIDI file per sample.
-
-  seed_midi: a MIDI file whose first seed_seconds seed the net; None seeds with silence.
-  Each output holds the seed (without its silent pad) and the `seconds` generated after it.
-  Returns the written paths.
-  """
-  from common import midi  # pylint: disable=g-import-not-at-top
-  from common import training  # pylint: disable=g-import-not-at-top
-  from pianonet import train  # pylint: disable=g-import-not-at-top
-  if seconds <= 0 or num_samples < 1:
-    raise UserError(f'pianonet generate: need seconds > 0 and num_samples >= 1, got {seconds} '
-                    f'and {num_samples}.')
+def generate_pieces(model: nnx.Module, config: ml_collections.ConfigDict,
+                    request: generation.Request, *, seed_seconds: float | None = 8.0,
+                    naive: bool = False) -> list[generation.Piece]:
+  """Continues a seed (request.inputs[0]'s first seed_seconds; none: silence) by
+  request.seconds, num_samples times. Each piece holds the seed (without its silent pad) and what
+  was generated after it."""
+  request.task_or(TASKS, 'pianonet')
+  if request.seconds <= 0:
+    raise UserError(f'pianonet: --seconds must be > 0, got {request.seconds}')
   enc = data.encoding_from_config(config)
-  model = training.load_model(train.get_task(config), config, workdir, step)
   field = model.receptive_field
-  if seed_midi:
-    seed_N = seed_from_midi(seed_midi, enc, field, seed_seconds)
+  if request.inputs:
+    name = request.input_names[0] if request.input_names else 'seed'
+    seed_N = seed_from_notes(request.inputs[0], enc, field, seed_seconds, name=name)
   else:
     seed_N = np.zeros(seed_length(field, enc.num_keys), np.uint8)
-  temperature = config.temperature if temperature is None else temperature
-  thresholds = tuple(config.edge_thresholds if thresholds is None else thresholds)
-  num_new = int(round(seconds * enc.steps_per_second)) * enc.num_keys
+  temperature = config.temperature if request.temperature is None else request.temperature
+  num_new = int(round(request.seconds * enc.steps_per_second)) * enc.num_keys
   generate = generate_naive if naive else generate_fast
   start = time.perf_counter()
-  new_BN = np.asarray(generate(model, np.tile(seed_N, (num_samples, 1)), num_new,
-                               jax.random.key(rng_seed), temperature=temperature,
-                               thresholds=thresholds))
+  new_BN = np.asarray(generate(model, np.tile(seed_N, (request.num_samples, 1)), num_new,
+                               jax.random.key(request.seed), temperature=temperature,
+                               thresholds=tuple(config.edge_thresholds)))
   elapsed = time.perf_counter() - start
   logging.info('pianonet: %d x %d key states in %.1f s (%.3f ms per key state per stream, '
-               'including compilation)', num_samples, num_new, elapsed,
+               'including compilation)', request.num_samples, num_new, elapsed,
                1e3 * elapsed / num_new)
-  os.makedirs(out_dir, exist_ok=True)
-  paths = []
-  for i in range(num_samples):
-    path = os.path.join(out_dir, f'pianonet_{i:03d}.mid')
-    midi.write_midi(keys_to_sequence(np.concatenate([seed_N, new_BN[i]]), enc), path)
-    paths.append(path)
-  return paths
+  return [generation.Piece(f'pianonet_{i:03d}',
+                           keys_to_sequence(np.concatenate([seed_N, new_BN[i]]), enc))
+          for i in range(request.num_samples)]

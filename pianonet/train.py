@@ -24,9 +24,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from common import generation
 from common import pipeline
 from common import training
 from pianonet import data
+from pianonet import generate
 from pianonet import model as model_lib
 
 Batch = dict[str, Any]
@@ -175,8 +177,6 @@ def make_sample_hook(config: ml_collections.ConfigDict):
   """Writes a few seconds of continuation of the start of a validation song as MIDI."""
 
   def sample_hook(model, step, workdir):
-    from common import midi  # pylint: disable=g-import-not-at-top
-    from pianonet import generate  # pylint: disable=g-import-not-at-top
     enc = data.encoding_from_config(config)
     seq = get_split(config, 'valid')
     field = model.receptive_field
@@ -189,10 +189,8 @@ def make_sample_hook(config: ml_collections.ConfigDict):
         model, seed_keys[None], num_new, jax.random.key(config.seed + step),
         temperature=config.temperature, thresholds=tuple(config.edge_thresholds))
     keys_N = np.concatenate([seed_keys, np.asarray(new_BN[0])])
-    out_dir = os.path.join(workdir, 'samples')
-    os.makedirs(out_dir, exist_ok=True)
-    midi.write_midi(generate.keys_to_sequence(keys_N, enc),
-                    os.path.join(out_dir, f'pianonet_step{step:08d}.mid'))
+    piece = generation.Piece(f'pianonet_step{step:08d}', generate.keys_to_sequence(keys_N, enc))
+    generation.write_pieces([piece], os.path.join(workdir, 'samples'))
 
   return sample_hook
 

@@ -27,10 +27,12 @@ import numpy as np
 
 from coconet import data as coconet_data
 from coconet import sample as coconet_sample
+from coconet import train as coconet_train
 from common import midi
 from common import render
 from common import training
 from common.errors import UserError
+from musicvae import data as musicvae_data
 from musicvae import sample as musicvae_sample
 from musicvae import train as musicvae_train
 
@@ -97,7 +99,8 @@ def _load(workdir: str, task: str) -> tuple[Any, ml_collections.ConfigDict]:
   config = training.read_config(workdir)
   if config.get('task') != task:
     raise UserError(f'{workdir}: holds a {config.get("task")!r} model, not a {task} one')
-  return training.load_model(training.get_task(config), config, workdir), config
+  train_task = (musicvae_train if task == 'musicvae' else coconet_train).get_task(config)
+  return training.load_model(train_task, config, workdir), config
 
 
 def load_musicvae(workdir: str, temperature: float | None = None) -> LoadedMusicVAE:
@@ -106,7 +109,7 @@ def load_musicvae(workdir: str, temperature: float | None = None) -> LoadedMusic
   temperature = config.sample.temperature if temperature is None else float(temperature)
   if temperature < 0:
     raise UserError(f'temperature must be >= 0, got {temperature}')
-  return LoadedMusicVAE(model, config, musicvae_train.encoding_from_config(config), workdir,
+  return LoadedMusicVAE(model, config, musicvae_data.encoding_from_config(config), workdir,
                         temperature)
 
 
@@ -238,7 +241,7 @@ def harmonize(coconet: LoadedCoconet, soprano_T: np.ndarray, *, gibbs_steps: int
   erase_BTI = np.zeros(pitches_BTI.shape, bool)
   erase_BTI[0, :num_steps, 1:] = True
   out = coconet_sample.complete(coconet.model, jax.random.key(seed), pitches_BTI, erase_BTI,
-                        method='gibbs', num_steps=gibbs_steps)
+                        method='gibbs', gibbs_steps=gibbs_steps)
   return out[0, :num_steps]
 
 

@@ -1,4 +1,4 @@
-"""Test-wide settings: CPU only, quiet TensorFlow-style logs.
+"""Test-wide settings: CPU only, quiet TensorFlow-style logs, the entry points' process tuning.
 
 Parsed MIDI and converted chorales are cached in $MUSICGEN_CACHE_DIR (default ~/.cache/musicgen),
 as for users, so a second `make test` skips the one-off music21 conversion (~30 s).
@@ -10,6 +10,11 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from common import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The tests run the models as the entry points do: with the process tuning.
+runtime.configure_process()
 
 
 @pytest.fixture(scope='session')

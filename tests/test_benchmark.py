@@ -1,5 +1,5 @@
 """experiments/benchmark.py: earlier results of benchmarks a run did not repeat are kept, the
-issues' aims are read from the rows, and the README's table block is rewritten in place."""
+issues' aims are read from the rows, and every module's benchmarks are listed."""
 
 import json
 
@@ -66,7 +66,7 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
   """The real figures use the 'paper' model; the same code on 'tiny' with few words."""
   from experiments import bench_cpword
   from experiments import benchmarks
-  assert 'cpword/paper' in benchmarks.all_benchmarks()
+  assert 'cpword/paper' in benchmark.all_benchmarks()
   results = bench_cpword.run('tiny', num_words=8, prefix_len=32, repeats=1, warmup=1)
   assert [r['name'] for r in results] == [
       'cpword/tiny/generate_1_song', 'cpword/tiny/generate_8_songs',
@@ -111,7 +111,7 @@ def test_pitch_draw_rows_time_both_samplers():
 def test_kernel_gradient_rows_time_the_same_product_both_ways():
   from experiments import bench_reference
   from experiments import benchmarks
-  assert 'reference/kernel_gradient' in benchmarks.all_benchmarks()
+  assert 'reference/kernel_gradient' in benchmark.all_benchmarks()
   results = bench_reference.kernel_gradient(repeats=1, warmup=0)
   assert [r['name'] for r in results] == ['reference/kernel_gradient_bf16_transpose_in_dot',
                                           'reference/kernel_gradient_bf16_transposed_first']
@@ -167,14 +167,3 @@ def test_machine_line_names_the_family_and_widest_vector_extension(monkeypatch, 
   assert line.startswith('AMD EPYC') and details in line and line.endswith(' cores')
   if details != ' (family 26, AVX512-BF16), ':
     assert line != registry.AIMS_MACHINE
-
-
-def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
-  readme = tmp_path / 'README.md'
-  readme.write_text(f'intro\n{benchmark.README_BEGIN}\nold table\n{benchmark.README_END}\nrest\n')
-  benchmark.write_readme_table(str(readme), '| new |\n')
-  assert readme.read_text() == (f'intro\n{benchmark.README_BEGIN}\n| new |\n'
-                                f'{benchmark.README_END}\nrest\n')
-  readme.write_text('no block\n')
-  with pytest.raises(UserError, match='no <!-- bench:begin -->'):
-    benchmark.write_readme_table(str(readme), '| new |\n')

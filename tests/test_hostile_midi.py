@@ -181,26 +181,26 @@ def encoders():
   from common import training  # pylint: disable=g-import-not-at-top
   from cpword import sample as cpword_sample  # pylint: disable=g-import-not-at-top
   from musicvae import sample as musicvae_sample  # pylint: disable=g-import-not-at-top
-  from musicvae import train as musicvae_train  # pylint: disable=g-import-not-at-top
+  from musicvae import data as musicvae_data  # pylint: disable=g-import-not-at-top
   from pianonet import data as pianonet_data  # pylint: disable=g-import-not-at-top
   from pianonet import generate as pianonet_generate  # pylint: disable=g-import-not-at-top
   configs = {name: training.read_config(os.path.join(PRETRAINED, workdir)) for name, workdir in
              [('musicvae', 'mel_2bar_small'), ('pianonet', 'pianonet_small'),
               ('cpword', 'cpword_small')]}
-  musicvae_enc = musicvae_train.encoding_from_config(configs['musicvae'])
+  musicvae_enc = musicvae_data.encoding_from_config(configs['musicvae'])
   pianonet_enc = pianonet_data.encoding_from_config(configs['pianonet'])
 
-  def coconet(seq, name):  # coconet.sample.generate_from_flags, task harmonize
+  def coconet(seq, name):  # coconet.sample.generate_pieces, task harmonize
     soprano = coconet_data.soprano_from_melody(seq, name=name)
     coconet_sample.check_length(len(soprano), name)
 
-  def musicvae(seq, name):  # musicvae.sample.generate_main, reconstruct / interpolate
+  def musicvae(seq, name):  # musicvae.sample.generate_pieces, reconstruct / interpolate
     musicvae_sample.sequences_to_tokens([seq], musicvae_enc, [name])
 
-  def pianonet(seq, name):  # pianonet.generate.seed_from_midi (receptive field: any)
+  def pianonet(seq, name):  # pianonet.generate.generate_pieces (receptive field: any)
     pianonet_generate.seed_from_notes(seq, pianonet_enc, 4096, 8.0, name=name)
 
-  def cpword(seq, name):  # cpword.sample.write_songs with --num_steps=64
+  def cpword(seq, name):  # cpword.sample.generate_pieces with --length=64
     start = cpword_sample.start_tokens(configs['cpword'], prompt=seq)
     cpword_sample.check_prompt(start, configs['cpword'], 64, name)
 
@@ -429,7 +429,7 @@ def test_generate_command_matrix(hostile_dir, tmp_path, command, name):
 
 
 @pytest.mark.parametrize('flag, words', [('--num_samples=0', '--num_samples must be >= 1, got 0'),
-                                         ('--num_steps=-3', '--num_steps must be >= 1, got -3')])
+                                         ('--num_steps=-3', '--length must be >= 1, got -3')])
 def test_generate_rejects_counts_below_one(flag, words):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from experiments import generate  # pylint: disable=g-import-not-at-top

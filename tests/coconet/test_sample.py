@@ -33,7 +33,7 @@ def test_jitted_gibbs_equals_reference_loop(tiny_model):
   free[0, :, 1:] = True  # harmonize the first piece
   free[1, 2:5] = True  # erase a region of the second
   key = jax.random.key(7)
-  kwargs = dict(num_steps=9, temperature=0.9)
+  kwargs = dict(gibbs_steps=9, temperature=0.9)
   jitted = np.asarray(sample.gibbs_sample(tiny_model, key, roll, free, **kwargs))
   reference = sample.gibbs_sample_reference(tiny_model, key, roll, free, **kwargs)
   np.testing.assert_array_equal(jitted, reference)
@@ -58,7 +58,7 @@ def test_jitted_gibbs_in_chunks_equals_reference_loop(tiny_model, monkeypatch):
   free = np.zeros(pieces.shape, bool)
   free[:, :, 1:] = True
   key = jax.random.key(3)
-  kwargs = dict(num_steps=6, temperature=0.9)
+  kwargs = dict(gibbs_steps=6, temperature=0.9)
   try:
     jitted = np.asarray(sample.gibbs_sample(tiny_model, key, roll, free, **kwargs))
   finally:
@@ -70,7 +70,7 @@ def test_jitted_gibbs_in_chunks_equals_reference_loop(tiny_model, monkeypatch):
 
 def test_harmonize_keeps_the_soprano_exactly(tiny_model):
   soprano = data.soprano_from_melody([67, 69, 71, None], steps_per_note=2)
-  out = sample.harmonize(tiny_model, jax.random.key(0), soprano, num_samples=2, num_steps=9)
+  out = sample.harmonize(tiny_model, jax.random.key(0), soprano, num_samples=2, gibbs_steps=9)
   assert out.shape == (2, 8, 4)
   np.testing.assert_array_equal(out[:, :, 0], np.broadcast_to(soprano, (2, 8)))
   assert _in_range(out[:, :, 1:]) and not np.isnan(out[:, :, 1:]).any()
@@ -86,7 +86,7 @@ def test_complete_changes_only_erased_variables(tiny_model, method):
   erase[:, 2] = True
   erase[0, 3] = False
   out = sample.complete(tiny_model, jax.random.key(1), piece, erase, method=method,
-                        num_steps=4, order='random')
+                        gibbs_steps=4, order='random')
   np.testing.assert_array_equal(out[0][~erase], piece[~erase])
   assert _in_range(out[0][erase])
 
@@ -110,14 +110,14 @@ def test_ancestral_chronological_argmax_equals_brute_force(tiny_model):
 
 def test_generate_upsample_revoice(tiny_model):
   key = jax.random.key(3)
-  scratch = sample.generate(tiny_model, key, 8, num_samples=2, num_steps=9)
+  scratch = sample.generate_from_scratch(tiny_model, key, 8, num_samples=2, gibbs_steps=9)
   assert scratch.shape == (2, 8, 4) and _in_range(scratch)
   quarter = make_piece(8, seed=3)[::4]
-  up = sample.upsample(tiny_model, key, quarter, num_steps=4)
+  up = sample.upsample(tiny_model, key, quarter, gibbs_steps=4)
   assert up.shape == (1, 8, 4)
   np.testing.assert_array_equal(up[0, ::4], quarter)
   piece = make_piece(8, seed=4)
-  revoiced = sample.revoice(tiny_model, key, piece, keep_voices=(0, 3), num_steps=4)
+  revoiced = sample.revoice(tiny_model, key, piece, keep_voices=(0, 3), gibbs_steps=4)
   np.testing.assert_array_equal(revoiced[0][:, [0, 3]], piece[:, [0, 3]])
   assert _in_range(revoiced) and not np.array_equal(revoiced[0], piece)
 

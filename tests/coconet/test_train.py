@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from common import generation
 from common import training
 from common.errors import UserError
 from coconet import configs
@@ -87,14 +88,13 @@ def test_tiny_trains_samples_generates_and_evaluates(tmp_path, monkeypatch):
 
   loaded_config = training.read_config(workdir)
   model = training.load_model(train.get_task(loaded_config), loaded_config, workdir)
-  out_dir = str(tmp_path / 'out')
-  paths = sample.generate_from_flags(model, loaded_config, dict(
-      task='harmonize', pitches=[67, 69, 71, 72], steps_per_note=2, out_dir=out_dir,
-      num_samples=2, gibbs_steps=3, seed=1))
-  assert paths == [os.path.join(out_dir, f'harmonize_0{i}.mid') for i in range(2)]
+  pieces = sample.generate_pieces(model, loaded_config, generation.Request(
+      task='harmonize', pitches=(67, 69, 71, 72), steps_per_note=2, num_samples=2, gibbs_steps=3,
+      seed=1))
+  assert [p.name for p in pieces] == ['harmonize_00', 'harmonize_01']
+  assert all(len(p.sequence.notes) >= 4 for p in pieces)
   with pytest.raises(UserError, match='soprano range'):
-    sample.generate_from_flags(model, loaded_config, dict(task='harmonize', pitches=[40],
-                                                          out_dir=out_dir))
+    sample.generate_pieces(model, loaded_config, generation.Request(pitches=(40,)))
   results = evaluate.evaluate_from_flags(model, loaded_config, dict(
       split='valid', units=['note'], orders=['chronological'], bn_batches=1, max_pieces=1,
       crop_len=4, chunk_size=8))
@@ -103,7 +103,7 @@ def test_tiny_trains_samples_generates_and_evaluates(tmp_path, monkeypatch):
 
 def test_generate_cli_reports_user_errors_in_one_line(tmp_path, capsys):
   from experiments import generate  # pylint: disable=g-import-not-at-top
-  assert generate.parse_pitches('60, 62,r,64') == [60, 62, None, 64]
+  assert generate.parse_pitches('60, 62,r,64') == (60, 62, None, 64)
   with pytest.raises(UserError, match="'6x'"):
     generate.parse_pitches('60,6x')
   argv = ['generate', f'--workdir={tmp_path}', '--pitches=60,62']

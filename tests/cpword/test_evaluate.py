@@ -40,7 +40,7 @@ def test_note_onset_range_counts_one_target_per_note():
   for representation in ('cp', 'remi'):
     config = configs.get_config('tiny')
     config.representation = representation
-    vocab = train.vocab_from_config(config)
+    vocab = tokens.vocab_from_config(config)
     song = tokens.encode_cp(seq, vocab)
     if representation == 'remi':
       song = tokens.cp_to_remi(song, vocab)[:, None]
@@ -112,7 +112,7 @@ def test_song_statistics_by_hand():
 @pytest.mark.parametrize('representation', ['cp', 'remi'])
 def test_emotion_report_generates_per_quadrant(tiny_model, representation):
   config, model = tiny_model(representation)
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   song = tokens.encode_cp(train.synthetic_pieces(1, seed=1)[0], vocab, emotion='Q2')
   if representation == 'remi':
     song = tokens.cp_to_remi(song, vocab)

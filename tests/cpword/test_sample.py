@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from common import generation
 from common import midi
 from common.errors import UserError
 from cpword import sample
@@ -84,7 +85,7 @@ def test_generation_is_batched_deterministic_and_decodes(tiny_model, representat
   eos_token = songs[:, :20, 0] if songs.ndim == 3 else songs[:, :20]
   assert np.all(eos_token[:, :19] != tokens.TYPE_EOS)  # no EOS before min_len
   assert not np.array_equal(songs[0], songs[1])  # songs differ within the batch
-  vocab = train.vocab_from_config(config)
+  vocab = tokens.vocab_from_config(config)
   if representation == 'remi':
     # The REMI grammar mask: even an untrained model's songs decode in full, but for a note cut
     # short by the length limit (a Pitch or Pitch + Duration in the last two events).
@@ -119,12 +120,10 @@ def test_prompt_is_continued(tiny_model, tmp_path):
                           settings=sample.settings_from_config(config), min_len=len(start) + 8)
   np.testing.assert_array_equal(songs[:, :len(start)], np.broadcast_to(start, (3,) + start.shape))
   assert np.all(songs[:, len(start):len(start) + 8, 0] != 0)  # continued, no EOS yet
-  paths = sample.write_songs(model, config, str(tmp_path / 'out'), num_songs=3, max_words=64,
-                             prompt=midi.read_midi(path))
-  assert (tmp_path / 'out' / 'vocab.json').exists()
-  for p in paths:
-    got = midi.read_midi(p)
-    assert len(got.notes) >= len(prompt.notes)
+  pieces = sample.generate_pieces(model, config, generation.Request(
+      task='continue', inputs=(midi.read_midi(path),), num_samples=3, length=64))
+  for piece in pieces:
+    assert len(piece.sequence.notes) >= len(prompt.notes)
   with pytest.raises(UserError, match='length limit'):
     sample.generate(model, start, rng=jax.random.key(0), num_songs=1, max_len=len(start),
                     settings=sample.settings_from_config(config))

@@ -1,5 +1,6 @@
 """The training task: data windows, per-family losses, a few steps that reduce the loss."""
 
+import os
 from flax import nnx
 import jax.numpy as jnp
 import numpy as np
@@ -103,7 +104,8 @@ def test_a_few_steps_reduce_the_loss(representation):
 
 
 @pytest.mark.slow
-def test_train_loop_then_generate_main(tmp_path):
+def test_train_loop_then_generate_pieces(tmp_path):
+  from common import generation  # pylint: disable=g-import-not-at-top
   from common import midi  # pylint: disable=g-import-not-at-top
   from cpword import sample  # pylint: disable=g-import-not-at-top
   config = configs.get_config('tiny')
@@ -114,14 +116,14 @@ def test_train_loop_then_generate_main(tmp_path):
   config.sampling.max_words = 24
   workdir = str(tmp_path / 'run')
   training.train_and_evaluate(train.get_task(config), config, workdir)
-  assert (tmp_path / 'run' / 'samples' / 'step_4' / 'vocab.json').exists()
-  paths = sample.generate_main(config, workdir, num_songs=2, max_words=24, min_words=12,
-                               out_dir=str(tmp_path / 'gen'), emotion=None, seed=1,
-                               settings={'pitch': {'temperature': 0.5}})
-  assert paths and all(midi.read_midi(p).notes for p in paths)
-  # experiments/generate.py's entry point.
+  assert os.listdir(tmp_path / 'run' / 'samples' / 'step_4')
   model = training.load_model(train.get_task(config), config, workdir)
-  written = sample.generate_from_flags(model, config, dict(
-      task='generate', melody=paths[0], num_steps=48, num_samples=2, temperature=0.8, seed=0,
-      out_dir=str(tmp_path / 'flags'), png=True))
-  assert any(p.endswith('.png') for p in written) and any(p.endswith('.mid') for p in written)
+  pieces = sample.generate_pieces(model, config, generation.Request(
+      num_samples=2, length=24, min_length=12, seed=1))
+  assert pieces and all(p.sequence.notes for p in pieces)
+  # Continuing a prompt, written as the command line does.
+  continued = sample.generate_pieces(model, config, generation.Request(
+      task='continue', inputs=(pieces[0].sequence,), length=48, num_samples=2, temperature=0.8))
+  written = generation.write_pieces(continued, str(tmp_path / 'flags'), png=True)
+  assert any(p.endswith('.png') for p in written) and all(
+      midi.read_midi(p).notes for p in written if p.endswith('.mid'))

@@ -38,7 +38,7 @@ def test_only_the_lstm_kernels_of_a_copy_are_cast(trained):
 
 def test_bfloat16_encoding_and_sampling_agree_with_float32(trained, monkeypatch):
   model, config = trained
-  enc = train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   tokens = sample.sequences_to_tokens(data.synthetic_melodies(16, num_bars=enc.num_bars, seed=3),
                                       enc)
   z = np.random.default_rng(0).standard_normal((16, model.z_dim)).astype(np.float32)
@@ -79,7 +79,7 @@ def test_bf16_matmul_gradients_are_close_to_float32():
 
 def test_mixed_precision_model_gradients_are_close_to_float32(trained):
   model, config = trained
-  enc = train.encoding_from_config(config)
+  enc = data.encoding_from_config(config)
   tokens = jnp.asarray(sample.sequences_to_tokens(
       data.synthetic_melodies(8, num_bars=enc.num_bars, seed=5), enc))
   z = jax.random.normal(jax.random.key(0), (8, model.z_dim))

@@ -1,4 +1,4 @@
-"""MusicVAE latent-space tools: slerp, attributes, encode/decode/sample/interpolate, generate_main."""
+"""MusicVAE latent-space tools: slerp, attributes, encode/decode/sample/interpolate, generate_pieces."""
 
 import functools
 import os
@@ -88,7 +88,11 @@ def test_encode_rejects_sequence_without_slice():
 
 
 @pytest.mark.slow
-def test_generate_main_all_tasks(tmp_path):
+def test_generate_files_all_tasks(tmp_path):
+  """Every task through the command line's path (experiments.registry.generate_files); the
+  attribute vectors come from the file training wrote beside the checkpoint."""
+  from common import generation  # pylint: disable=g-import-not-at-top
+  from experiments import registry  # pylint: disable=g-import-not-at-top
   config = configs.get_config('tiny')
   config.num_train_steps = 2
   config.eval_every_steps = 0
@@ -99,14 +103,18 @@ def test_generate_main_all_tasks(tmp_path):
   for i, seq in enumerate(data.synthetic_melodies(2, num_bars=2, seed=7)):
     inputs.append(str(tmp_path / f'in{i}.mid'))
     midi.write_midi(seq, inputs[-1])
-  out = str(tmp_path / 'out')
-  paths = sample.generate_main(config, workdir, task='sample', out_dir=out, num_samples=2)
-  paths += sample.generate_main(config, workdir, task='reconstruct', inputs=inputs, out_dir=out)
-  paths += sample.generate_main(config, workdir, task='interpolate', inputs=inputs, out_dir=out,
-                                num_samples=3)
-  paths += sample.generate_main(config, workdir, task='attribute', inputs=inputs[:1],
-                                out_dir=out, attribute='note_density', attribute_scale=1.0)
-  assert len(paths) == 2 + 2 + 3 + 1 and all(os.path.exists(p) for p in paths)
   assert os.path.exists(os.path.join(workdir, 'attribute_vectors.npz'))
+  out = str(tmp_path / 'out')
+
+  def run(task, paths=(), **kwargs):
+    request = generation.Request(task=task, inputs=tuple(midi.read_midi(p) for p in paths),
+                                 input_names=tuple(paths), **kwargs)
+    return registry.generate_files(workdir, request, out)
+
+  paths = run('sample', num_samples=2)
+  paths += run('reconstruct', inputs)
+  paths += run('interpolate', inputs, num_samples=3)
+  paths += run('attribute', inputs[:1], attribute='note_density', attribute_scale=1.0)
+  assert len(paths) == 2 + 2 + 3 + 1 and all(os.path.exists(p) for p in paths)
   with pytest.raises(UserError):
-    sample.generate_main(config, workdir, task='interpolate', inputs=inputs[:1], out_dir=out)
+    run('interpolate', inputs[:1])

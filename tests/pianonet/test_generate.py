@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from common import midi
 from common.errors import UserError
 from pianonet import data
 from pianonet import generate
@@ -109,10 +110,14 @@ def _musicxml(path, octave):
   return str(path)
 
 
-def test_seed_from_midi_reads_musicxml_and_names_the_file(tmp_path):
+def _seed_from_file(path, enc):
+  return generate.seed_from_notes(midi.read_music(path), enc, 8, None, name=path)
+
+
+def test_seed_from_a_musicxml_file_names_the_file(tmp_path):
   enc = data.Encoding()  # keys 31..102
-  seed = generate.seed_from_midi(_musicxml(tmp_path / 'seed.musicxml', 4), enc, 8, None)
+  seed = _seed_from_file(_musicxml(tmp_path / 'seed.musicxml', 4), enc)
   roll_TK = data.unflatten(seed, enc.num_keys)
   assert sorted(set(np.nonzero(roll_TK)[1] + enc.lowest_key)) == [60, 62, 64, 65]
   with pytest.raises(UserError, match=r'low.xml: no notes inside the key window .*4 notes outside'):
-    generate.seed_from_midi(_musicxml(tmp_path / 'low.xml', 0), enc, 8, None)
+    _seed_from_file(_musicxml(tmp_path / 'low.xml', 0), enc)

@@ -95,6 +95,7 @@ def test_loss_is_bce_on_the_predicted_positions_and_training_lowers_it():
 
 @pytest.mark.slow
 def test_train_sample_and_generate_end_to_end(tmp_path):
+  from common import generation
   from common import training
   from pianonet import generate
   c = tiny_config()
@@ -110,11 +111,11 @@ def test_train_sample_and_generate_end_to_end(tmp_path):
   enc = data.encoding_from_config(c)
   seed_path = str(tmp_path / 'seed.mid')
   note_seq.sequence_proto_to_midi_file(data.synthetic_songs(1, enc, seed=3)[0], seed_path)
-  for seed_midi, naive in ((seed_path, False), (None, True)):
-    out_dir = str(tmp_path / f'out_{naive}')
-    paths = generate.generate_main(c, workdir, seed_midi=seed_midi, seconds=1.0, out_dir=out_dir,
-                                   temperature=1.0, num_samples=2, naive=naive)
-    assert len(paths) == 2
-    for path in paths:
-      seq = note_seq.midi_file_to_note_sequence(path)
-      assert seq.total_time <= 1.0 + 8.0 + 0.5  # seed (<= 8 s) + 1 s of continuation
+  model = training.load_model(train.get_task(c), c, workdir)
+  seed = note_seq.midi_file_to_note_sequence(seed_path)
+  for inputs, naive in (((seed,), False), ((), True)):
+    request = generation.Request(inputs=inputs, seconds=1.0, temperature=1.0, num_samples=2)
+    pieces = generate.generate_pieces(model, c, request, naive=naive)
+    assert [p.name for p in pieces] == ['pianonet_000', 'pianonet_001']
+    for piece in pieces:
+      assert piece.sequence.total_time <= 1.0 + 8.0 + 0.5  # seed (<= 8 s) + 1 s of continuation

@@ -1,4 +1,5 @@
-"""Importing `common` tunes XLA:CPU unless the user chose the setting, and keeps freed memory."""
+"""common.runtime.configure_process: the XLA:CPU flags (unless the user chose the setting), the
+malloc tuning and inline dispatch; MUSICGEN_PROCESS_TUNING=0 turns it off."""
 
 import os
 import subprocess
@@ -22,9 +23,12 @@ def _print_after_import(code: str, **env_vars: str | None) -> str:
                         text=True).stdout.strip()
 
 
-def _flags_after_import(xla_flags: str | None) -> str:
-  return _print_after_import('import os, common; print(os.environ["XLA_FLAGS"])',
-                             XLA_FLAGS=xla_flags)
+_CONFIGURE = 'from common import runtime; runtime.configure_process(); '
+
+
+def _flags_after_import(xla_flags: str | None, tuning: str | None = None) -> str:
+  return _print_after_import(_CONFIGURE + 'import os; print(os.environ.get("XLA_FLAGS"))',
+                             XLA_FLAGS=xla_flags, MUSICGEN_PROCESS_TUNING=tuning)
 
 
 def test_import_adds_the_cpu_flags_and_keeps_other_flags():
@@ -38,11 +42,24 @@ def test_users_own_choice_is_left_alone():
   assert _flags_after_import(mine).split() == [mine, REGION]
 
 
+def test_the_switch_turns_it_all_off():
+  assert _flags_after_import(None, tuning='0') == 'None'
+  assert _flags_after_import('--xla_cpu_x=1', tuning='0') == '--xla_cpu_x=1'
+
+
+def test_importing_common_alone_changes_nothing():
+  assert _print_after_import('import os, common; print(os.environ.get("XLA_FLAGS"))',
+                             XLA_FLAGS=None) == 'None'
+
+
+
 def test_loop_carried_buffer_is_updated_in_place():
   """A scan that writes one slot of a big carried buffer per step must not copy the buffer
   inside the loop (the region-analysis flag's effect, checked on the compiled HLO)."""
   code = '''
-import re, common, jax, jax.numpy as jnp
+from common import runtime
+runtime.configure_process()
+import re, jax, jax.numpy as jnp
 def body(q, i):
   return jax.lax.dynamic_update_index_in_dim(q, q[(i + 1) % 64] + 1.0, i % 64, 0), None
 f = jax.jit(lambda q: jax.lax.scan(body, q, jnp.arange(10))[0])
@@ -58,8 +75,10 @@ print(len(re.findall(r"f32\\[64,32,16\\]\\S* copy\\(", text)))
 
 
 _FAULTS_OF_A_FRESH_OUTPUT = '''
-import resource, sys, common, jax, jax.numpy as jnp
-from common import malloc
+import resource, sys
+from common import malloc, runtime
+runtime.configure_process()
+import jax, jax.numpy as jnp
 f = jax.jit(lambda x: x * 2.0 + 1.0)
 x = jnp.ones((16, 1024, 1024))  # 64 MiB: above glibc's largest mmap threshold (32 MiB)
 for _ in range(12):  # compiles; the heap settles into holes that fit the output
@@ -80,7 +99,7 @@ _PAGES_OF_THE_OUTPUT = 64 * 1024 * 1024 * 4 // 4096
 
 
 def _page_faults_per_call(tuning: str, action: str = '') -> tuple[int, str]:
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', MUSICGEN_PROCESS_TUNING=tuning)
   out = subprocess.run([sys.executable, '-c', _FAULTS_OF_A_FRESH_OUTPUT, action], env=env,
                        check=True, capture_output=True, text=True).stdout.split()
   return int(out[0]), out[1]
@@ -106,14 +125,14 @@ def test_guard_restores_the_defaults_above_the_memory_limit():
 
 def _async_dispatch_after_import(env_value: str | None, tuning: str = '1') -> str:
   return _print_after_import(
-      'import common, jax; print(jax.config.read("jax_cpu_enable_async_dispatch"))',
-      JAX_PLATFORMS='cpu', MUSICGEN_MALLOC_TUNING=tuning, JAX_CPU_ENABLE_ASYNC_DISPATCH=env_value)
+      _CONFIGURE + 'import jax; print(jax.config.read("jax_cpu_enable_async_dispatch"))',
+      JAX_PLATFORMS='cpu', MUSICGEN_PROCESS_TUNING=tuning, JAX_CPU_ENABLE_ASYNC_DISPATCH=env_value)
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tunes glibc malloc on Linux')
 def test_cpu_computations_run_inline_unless_the_user_chose():
   """With the malloc tuning on, computations run on the calling thread (whose freed memory glibc
-  keeps); the user's JAX_CPU_ENABLE_ASYNC_DISPATCH and MUSICGEN_MALLOC_TUNING=0 are respected."""
+  keeps); the user's JAX_CPU_ENABLE_ASYNC_DISPATCH and MUSICGEN_PROCESS_TUNING=0 are respected."""
   assert _async_dispatch_after_import(None) == 'False'
   assert _async_dispatch_after_import('true') == 'True'
   assert _async_dispatch_after_import(None, tuning='0') == 'True'

@@ -1,0 +1,114 @@
+"""What the four models' configs share: one style, the names of common settings, the run record.
+
+Every model's configs.py has `get_config(variant)` for the variants its VARIANTS names, each at
+least 'tiny' (tests), 'small' (a CPU run) and 'paper' (the paper's setting); options of a variant
+are their own variants (e.g. cpword's 'small_remi'). The settings every model has carry the same
+names at the top level of the config:
+
+  task              the model package ('coconet', 'musicvae', 'pianonet', 'cpword')
+  variant           the variant's name
+  dataset           a data set name (common.datasets), or 'synthetic'
+  data_dir          its folder (None: $MUSICGEN_DATA_DIR/<dataset>, else ../shared/data/<dataset>)
+  max_pieces        use at most this many pieces per split (None: all)
+  seed              the run's random seed
+  batch_size, learning_rate, grad_clip_norm, num_train_steps, max_train_seconds, init_from
+  log_every_steps, eval_every_steps, checkpoint_every_steps, sample_every_steps
+
+A run's config is recorded in <workdir>/config.json; read_config reads it back, renaming the
+settings of runs recorded before these names were shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+from common.errors import UserError
+
+CONFIG_FILE = 'config.json'
+
+# Settings renamed when the four models' configs took one style: (model, old path, new path).
+_RENAMED = (
+    ('musicvae', 'dataset_limit', 'max_pieces'),
+    ('pianonet', 'max_songs', 'max_pieces'),
+    ('cpword', 'data.name', 'dataset'),
+    ('cpword', 'data.data_dir', 'data_dir'),
+    ('cpword', 'data.limit', 'max_pieces'),
+    ('coconet', 'dataset_kwargs.limit', 'max_pieces'),
+)
+
+
+def unknown_variant(model: str, variant: str, variants: Sequence[str]) -> UserError:
+  """The error every get_config raises for a variant it does not have."""
+  return UserError(f'{model}: unknown config variant {variant!r}; choose one of '
+                   f'{", ".join(variants)}')
+
+
+def add_common_settings(config: ml_collections.ConfigDict, *, task: str, variant: str,
+                        dataset: str) -> ml_collections.ConfigDict:
+  """Adds the settings every model has (see the module docstring) with neutral defaults; the
+  model's configs.py then sets their values."""
+  config.task = task
+  config.variant = variant
+  config.dataset = dataset
+  config.data_dir = config_dict.placeholder(str)
+  config.max_pieces = config_dict.placeholder(int)
+  config.seed = 0
+  config.batch_size = 8
+  config.learning_rate = 1e-3
+  config.grad_clip_norm = config_dict.placeholder(float)  # None: no clipping
+  config.num_train_steps = 1000
+  config.max_train_seconds = config_dict.placeholder(float)  # a wall-clock budget
+  config.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
+  config.log_every_steps = 100
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.sample_every_steps = 0
+  return config
+
+
+def _pop_path(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
+  *parents, leaf = path.split('.')
+  for name in parents:
+    tree = tree.get(name)
+    if not isinstance(tree, dict):
+      return False, None
+  if leaf not in tree:
+    return False, None
+  return True, tree.pop(leaf)
+
+
+def upgrade_recorded_config(record: dict[str, Any]) -> dict[str, Any]:
+  """A config.json's contents with the settings of older runs renamed (see _RENAMED)."""
+  task = record.get('task')
+  for model, old, new in _RENAMED:
+    if model != task:
+      continue
+    found, value = _pop_path(record, old)
+    if found and new not in record:
+      record[new] = value
+  return record
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with (UserError if there is none)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f'{workdir}: no {CONFIG_FILE} here; is this a training --workdir?')
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f'{path}: cannot read it ({e})') from None
+  if not isinstance(record, dict):
+    raise UserError(f'{path}: not a config (expected a JSON object)')
+  return ml_collections.ConfigDict(upgrade_recorded_config(record))
+
+
+def config_json(config: ml_collections.ConfigDict) -> str:
+  """The text config.json records for a config."""
+  return config.to_json_best_effort(indent=2, sort_keys=True)
