@@ -15,6 +15,8 @@ Then
   python -m experiments.evaluate --workdir=runs/coconet_small --split=test --max_pieces=10
 
 Override any key on the command line, e.g. --config.model.num_layers=24 --config.mask=bernoulli.
+The settings every model shares (dataset, data_dir, max_pieces, seed, batch_size, ...) are
+described in common/configs.py.
 
 Learning rate: the original code used Adam at 2^-4 = 0.0625 for the 64-layer model ('paper' keeps
 it: batch norm everywhere makes the net insensitive to weight scale, but it is far above the usual
@@ -27,26 +29,17 @@ evaluations without improvement" is not reproduced (the shared loop has no plate
 import ml_collections
 from ml_collections import config_dict
 
-from common.errors import UserError
+from common import configs
 
 VARIANTS = ('tiny', 'small', 'doodle', 'paper')
 
 
-def _base() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = 'coconet'
-  config.dataset = 'jsb'
-  # None = the default: $MUSICGEN_DATA_DIR/jsb, else ../shared/data/jsb
-  config.data_dir = config_dict.placeholder(str)
-  config.dataset_kwargs = ml_collections.ConfigDict()
-  config.seed = 0
+def _base(variant: str) -> ml_collections.ConfigDict:
+  config = configs.add_common_settings(ml_collections.ConfigDict(), task='coconet',
+                                       variant=variant, dataset='jsb')
   config.batch_size = 20
   config.num_train_steps = 100_000
-  config.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
-  config.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   config.learning_rate = 2**-4
-  config.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
-  config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
   config.sample_every_steps = 5000
@@ -70,10 +63,12 @@ def _base() -> ml_collections.ConfigDict:
 
 def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   """A named Coconet config (see the module docstring for the commands)."""
-  config = _base()
+  if variant not in VARIANTS:
+    raise configs.unknown_variant('coconet', variant, VARIANTS)
+  config = _base(variant)
   if variant == 'tiny':
     config.dataset = 'bach_music21'
-    config.dataset_kwargs = ml_collections.ConfigDict({'limit': 20})
+    config.max_pieces = 20
     config.batch_size = 4
     config.num_train_steps = 20
     config.learning_rate = 1e-3
@@ -88,16 +83,11 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.model.num_layers = 4
     config.model.num_filters = 16
   elif variant == 'small':
-    # Timed on the shared 2-core CPU: ~0.28 s a step alone, ~0.36-0.45 s in the training loop
-    # (while others used the CPU too): 10k steps in about an hour. Separable convs pay off on a
-    # CPU from ~48 filters up (with our shift-based depthwise conv; XLA's grouped conv is slow).
+    # About an hour on a 2-core CPU (10k steps). Separable convs pay off on a CPU from ~48 filters
+    # up (with our shift-based depthwise conv; XLA's grouped conv is slow).
     config.batch_size = 8
     config.num_train_steps = 10_000
     config.learning_rate = 1e-3
-    config.log_every_steps = 100
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 1000
-    config.sample_every_steps = 5000
     config.crop_len = 32
     config.transpose_max = 3
     config.eval_max_windows = 200
@@ -115,8 +105,4 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.model.num_layers = 33
     config.model.num_filters = 128
     config.model.separable = True
-  elif variant == 'paper':
-    pass  # the _base values are the paper's
-  else:
-    raise UserError(f'unknown coconet config {variant!r}; choose one of {", ".join(VARIANTS)}')
   return config

@@ -28,22 +28,16 @@ from coconet import sample as sample_lib
 Batch = dict[str, Any]
 
 
-def dataset_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Extra loader arguments, e.g. {'limit': 20} for a fast bach_music21."""
-  kwargs = config.get('dataset_kwargs')
-  return kwargs.to_dict() if kwargs is not None else {}
-
-
 @functools.lru_cache(maxsize=8)
-def _load(name: str, data_dir: str | None, split: str, kwargs_items: tuple) -> tuple:
+def _load(name: str, data_dir: str | None, split: str, max_pieces: int | None) -> tuple:
   from common import datasets  # pylint: disable=g-import-not-at-top
-  return tuple(datasets.get_dataset(name, data_dir, split, **dict(kwargs_items)).examples)
+  kwargs = {} if max_pieces is None else {'limit': int(max_pieces)}
+  return tuple(datasets.get_dataset(name, data_dir, split, **kwargs).examples)
 
 
 def load_pieces(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, ...]:
   """The (T, 4) pitch arrays of a split (cached: music21 parsing is slow)."""
-  return _load(config.dataset, config.get('data_dir'), split,
-               tuple(sorted(dataset_kwargs(config).items())))
+  return _load(config.dataset, config.get('data_dir'), split, config.get('max_pieces'))
 
 
 def transpose_shift(pitches_TI: np.ndarray, max_shift: int, rng: np.random.Generator) -> int:

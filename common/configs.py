@@ -42,9 +42,19 @@ _RENAMED = (
 )
 
 
+# Settings added for fidelity to the originals whose default (the original's behaviour) differs from
+# what runs recorded before they existed computed: a record without the setting gets the value
+# here, so an older checkpoint keeps computing the function it was trained as. (model, path, value)
+_LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+)
+
+
 def unknown_variant(model: str, variant: str, variants: Sequence[str]) -> UserError:
   """The error every get_config raises for a variant it does not have."""
-  return UserError(f'{model}: unknown config variant {variant!r}; choose one of '
+  hint = ''
+  if variant and variant.replace(',', '_') in variants:
+    hint = f' (did you mean {variant.replace(",", "_")!r}?)'
+  return UserError(f'{model}: unknown config variant {variant!r}{hint}; choose one of '
                    f'{", ".join(variants)}')
 
 
@@ -82,15 +92,37 @@ def _pop_path(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
   return True, tree.pop(leaf)
 
 
+def _set_missing(tree: dict[str, Any], path: str, value: Any) -> None:
+  *parents, leaf = path.split('.')
+  for name in parents:
+    tree = tree.setdefault(name, {})
+    if not isinstance(tree, dict):
+      return
+  tree.setdefault(leaf, value)
+
+
 def upgrade_recorded_config(record: dict[str, Any]) -> dict[str, Any]:
-  """A config.json's contents with the settings of older runs renamed (see _RENAMED)."""
+  """A config.json's contents with the settings of older runs renamed (see _RENAMED) and the
+  settings they predate set to what they computed (see _LEGACY_DEFAULTS)."""
   task = record.get('task')
+  if task == 'coconet' and record.get('dataset_kwargs') == {}:
+    record.pop('dataset_kwargs')
   for model, old, new in _RENAMED:
     if model != task:
       continue
     found, value = _pop_path(record, old)
     if found and new not in record:
       record[new] = value
+  for model, path, value in _LEGACY_DEFAULTS:
+    if model == task:
+      _set_missing(record, path, value)
+  if task == 'cpword' and record.get('dataset') == 'tiny':
+    record['dataset'] = 'synthetic'
+  if task == 'pianonet':
+    if record.get('max_pieces') == 0:
+      record['max_pieces'] = None
+    if record.get('data_dir') == '':
+      record['data_dir'] = None
   return record
 
 

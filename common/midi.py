@@ -6,26 +6,19 @@ use to count skips. Reading goes through note_seq (pretty_midi underneath); Musi
 to music21 when note_seq cannot read a file.
 """
 
+from __future__ import annotations
+
 import contextlib
+import functools
 import io
 import math
 import os
 import struct
+import types
 import warnings
-
-with warnings.catch_warnings():
-  # note_seq imports pydub, which warns about ffmpeg at import time; we never decode audio.
-  warnings.filterwarnings('ignore', message='.*ffmpeg.*', category=RuntimeWarning)
-  import note_seq
-  from note_seq import musicxml_reader
-  from note_seq import sequences_lib
-  from note_seq.protobuf import music_pb2
-import pretty_midi
 
 from common import files
 from common.errors import UserError
-
-NoteSequence = music_pb2.NoteSequence
 
 MIDI_EXTENSIONS = ('.mid', '.midi')
 MUSICXML_EXTENSIONS = ('.xml', '.musicxml', '.mxl')
@@ -35,6 +28,33 @@ MAX_QPM = 1000.0
 # could ask for tens of GB. 1e8 ticks (800 MB) is far beyond any real file (a 6 h piece at 960 ppq
 # and 200 qpm has 7e7 ticks). note_seq itself raises pretty_midi's limit to 1e10.
 _MAX_TICK = 1e8
+
+
+@functools.cache
+def _libs() -> types.SimpleNamespace:
+  """note_seq and pretty_midi, imported on first use: note_seq's import takes most of a second
+  (it pulls in bokeh, pandas and scipy), and a file that fails the byte-level checks needs
+  neither, so a command given a bad file answers at once."""
+  with warnings.catch_warnings():
+    # note_seq imports pydub, which warns about ffmpeg at import time; we never decode audio.
+    warnings.filterwarnings('ignore', message='.*ffmpeg.*', category=RuntimeWarning)
+    import note_seq  # pylint: disable=g-import-not-at-top
+    from note_seq import musicxml_reader  # pylint: disable=g-import-not-at-top
+    from note_seq import sequences_lib  # pylint: disable=g-import-not-at-top
+    from note_seq.protobuf import music_pb2  # pylint: disable=g-import-not-at-top
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+  return types.SimpleNamespace(note_seq=note_seq, musicxml_reader=musicxml_reader,
+                               sequences_lib=sequences_lib, music_pb2=music_pb2,
+                               pretty_midi=pretty_midi)
+
+
+def __getattr__(name: str):
+  # `midi.NoteSequence` (the proto class) and the libraries load note_seq when first used.
+  if name == 'NoteSequence':
+    return _libs().music_pb2.NoteSequence
+  if name in ('note_seq', 'musicxml_reader', 'sequences_lib', 'music_pb2', 'pretty_midi'):
+    return getattr(_libs(), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class MidiError(UserError):
@@ -53,6 +73,7 @@ class MidiError(UserError):
 @contextlib.contextmanager
 def _pretty_midi_reading():
   """Silences pretty_midi's per-file warnings and bounds its tick table while reading."""
+  pretty_midi = _libs().pretty_midi
   old_max_tick = pretty_midi.pretty_midi.MAX_TICK
   pretty_midi.pretty_midi.MAX_TICK = _MAX_TICK
   try:
@@ -80,7 +101,7 @@ def _parse_midi(data: bytes, name: str) -> NoteSequence:
     raise MidiError(name, 'no notes (the header says the file has 0 tracks)', 'no notes')
   try:
     with _pretty_midi_reading():
-      pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+      pm = _libs().pretty_midi.PrettyMIDI(io.BytesIO(data))
   except EOFError:
     raise MidiError(name, 'truncated MIDI file (ends in the middle of a track)',
                     'truncated') from None
@@ -94,7 +115,7 @@ def _parse_midi(data: bytes, name: str) -> NoteSequence:
                       'too long') from None
     raise MidiError(name, f'corrupt MIDI file ({type(e).__name__}: {e})', 'corrupt MIDI') from None
   try:
-    seq = note_seq.midi_to_note_sequence(pm)
+    seq = _libs().note_seq.midi_to_note_sequence(pm)
   except Exception as e:  # pylint: disable=broad-except
     raise MidiError(name, f'corrupt MIDI file ({e})', 'corrupt MIDI') from None
   seq.filename = name
@@ -140,7 +161,7 @@ def _read_musicxml(path: str) -> NoteSequence:
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')
-      seq = musicxml_reader.musicxml_file_to_sequence_proto(path)
+      seq = _libs().musicxml_reader.musicxml_file_to_sequence_proto(path)
   except Exception as note_seq_error:  # pylint: disable=broad-except
     try:
       seq = _music21_to_sequence(path)
@@ -206,7 +227,7 @@ def validate(seq: NoteSequence, name: str, *,
     raise MidiError(name, f'no notes (all {len(seq.notes)} notes have zero length)', 'no notes')
   if not zero_length:
     return seq
-  out = NoteSequence()
+  out = _libs().music_pb2.NoteSequence()
   out.CopyFrom(seq)
   drop = set(zero_length)
   kept = [note for i, note in enumerate(seq.notes) if i not in drop]
@@ -236,7 +257,7 @@ def write_midi(seq: NoteSequence, path: str) -> None:
   """Writes `seq` as a MIDI file atomically (temp file in the same folder, then os.replace)."""
   _check_writable(seq, path)
   try:
-    pm = note_seq.note_sequence_to_pretty_midi(seq)
+    pm = _libs().note_seq.note_sequence_to_pretty_midi(seq)
     files.atomic_write(path, pm.write)
   except OSError as e:
     raise MidiError(path, f'cannot write MIDI file ({e.strerror or e})', 'cannot write') from None
@@ -254,6 +275,7 @@ def quantize(seq: NoteSequence, steps_per_quarter: int) -> NoteSequence:
   if steps_per_quarter < 1:
     raise ValueError(f'steps_per_quarter must be >= 1, got {steps_per_quarter}')
   name = seq.filename or seq.id or 'NoteSequence'
+  sequences_lib = _libs().sequences_lib
   try:
     return sequences_lib.quantize_note_sequence(seq, steps_per_quarter)
   except sequences_lib.MultipleTempoError as e:

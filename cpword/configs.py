@@ -2,44 +2,48 @@ r"""Compound Word Transformer (and REMI) configs.
 
   python -m experiments.train --config=cpword/configs.py:small --workdir=runs/cpword_small
   python -m experiments.train --config=cpword/configs.py:paper --workdir=runs/cpword_paper
-  python -m experiments.train --config=cpword/configs.py:small,remi --workdir=runs/remi_small
+  python -m experiments.train --config=cpword/configs.py:small_remi --workdir=runs/remi_small
   python -m experiments.train --config=cpword/configs.py:tiny --workdir=/tmp/cp \
       --config.representation=remi --config.model.relative=True
 
 Variants: 'tiny' (seconds on a CPU, synthetic data), 'small' (CPU-sized, Pop1K7), 'paper'
-(12 layers, d_model 512, 8 heads, ffn 2048, dropout 0.1, Adam 1e-4, batch 4, clip 3). Append
-',remi' for the REMI representation, ',emotion' for EMOPIA with emotion conditioning.
+(12 layers, d_model 512, 8 heads, ffn 2048, dropout 0.1, Adam 1e-4, batch 4, clip 3). Add
+'_remi' for the REMI representation, '_emotion' for EMOPIA with emotion conditioning
+('small_remi', 'small_emotion', ...). `dataset`: 'pop1k7' | 'emopia' | 'synthetic' | any MIDI set
+of common.datasets.
 The original CP model used linear attention over whole songs; here attention is softmax (optionally
 relative) over windows of `data.seq_len` words.
 """
 
+import itertools
+
 import ml_collections
+
+from common import configs
+
+SIZES = ('tiny', 'small', 'paper')
+# Every variant: a size, then '_remi' for the REMI representation, then '_emotion' for EMOPIA with
+# emotion conditioning: 'small', 'small_remi', 'small_emotion', 'small_remi_emotion', ...
+VARIANTS = tuple(size + remi + emotion for size, remi, emotion in
+                 itertools.product(SIZES, ('', '_remi'), ('', '_emotion')))
 
 
 def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
-  """variant: 'tiny' | 'small' | 'paper', optionally followed by ',remi' and/or ',emotion'."""
-  name, *options = [part.strip() for part in (variant or 'tiny').split(',')]
-  if name not in ('tiny', 'small', 'paper'):
-    raise ValueError(f"unknown cpword variant {name!r}; use 'tiny', 'small' or 'paper'")
-  for option in options:
-    if option not in ('cp', 'remi', 'emotion'):
-      raise ValueError(f"unknown cpword option {option!r}; use 'remi', 'cp' or 'emotion'")
+  """A named config: 'tiny' | 'small' | 'paper', optionally with '_remi' and/or '_emotion'."""
+  if variant not in VARIANTS:
+    raise configs.unknown_variant('cpword', variant, VARIANTS)
+  name = variant.split('_')[0]
+  options = variant.split('_')[1:]
 
-  c = ml_collections.ConfigDict()
-  c.task = 'cpword'
-  c.variant = name
+  c = configs.add_common_settings(ml_collections.ConfigDict(), task='cpword', variant=variant,
+                                  dataset='pop1k7')
   c.representation = 'remi' if 'remi' in options else 'cp'
-  c.seed = 0
 
   c.tokens = ml_collections.ConfigDict(dict(
       steps_per_beat=4, beats_per_bar=4, tempo_min=32, tempo_step=3, num_tempo_bins=64,
       pitch_min=21, pitch_max=108, num_velocity_bins=32))
 
   c.data = ml_collections.ConfigDict()
-  # 'pop1k7' | 'emopia' | 'tiny' (synthetic) | any MIDI set of common.datasets
-  c.data.name = 'pop1k7'
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  c.data.limit = ml_collections.FieldReference(None, field_type=int)  # pieces per split
   c.data.emotion = False  # EMOPIA: put the clip's quadrant (Q1..Q4) first
   c.data.chords = 'auto'  # 'auto' | 'annotations' | 'recognize' | 'none'
   c.data.seq_len = 512  # words (CP) or events (REMI) per training window
@@ -74,9 +78,6 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.learning_rate = 1e-4
   c.grad_clip_norm = 3.0
   c.num_train_steps = 200_000
-  c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
-  c.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
-  c.log_every_steps = 100
   c.eval_every_steps = 2000
   c.checkpoint_every_steps = 2000
   c.sample_every_steps = 0
@@ -94,7 +95,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.sampling.max_words = 512
   elif name == 'tiny':
-    c.data.name = 'tiny'
+    c.dataset = 'synthetic'
     c.data.seq_len = 32
     c.data.max_eval_windows = 8
     c.model.update(d_model=32, num_heads=2, num_layers=2, ffn_dim=64, dropout=0.0, max_len=128)
@@ -110,6 +111,6 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
     c.sampling.max_words = 64
 
   if 'emotion' in options:
-    c.data.name = 'emopia'
+    c.dataset = 'emopia'
     c.data.emotion = True
   return c

@@ -108,15 +108,15 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
     raise UserError(f'cpword evaluate: --max_pieces must be >= 1, got {cap}.')
   seed = int(options.get('seed') or 0)
   if options.get('data_dir'):
-    config.data.data_dir = options['data_dir']
+    config.data_dir = options['data_dir']
   if cap is not None:
-    limit = config.data.get('limit')
-    config.data.limit = int(cap) if limit is None else min(int(limit), int(cap))
+    limit = config.get('max_pieces')
+    config.max_pieces = int(cap) if limit is None else min(int(limit), int(cap))
   seq_len = config.data.seq_len
   songs = train.tokenized_dataset(config, split)
   windows = train.eval_windows(songs, seq_len, sys.maxsize)
   logging.info('cpword evaluate: %d songs, %d windows of %s/%s', len(songs), len(windows),
-               config.data.name, split)
+               config.dataset, split)
   results = {'split': split, 'representation': config.representation, 'songs': len(songs),
              'window_len': seq_len, **window_metrics(model, config, windows, seed)}
 
@@ -126,7 +126,7 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
         num_words=min(512, model.max_len), seed=seed)
 
   unit = 'events' if config.representation == 'remi' else 'words'
-  print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.data.name} '
+  print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.dataset} '
         f'{split}: {len(songs)} songs, {len(windows)} windows of {seq_len} {unit}')
   print(f'  {"family":<10} {"CE (nats)":>10} {"accuracy":>9}')
   for name in _present_families(model, windows):

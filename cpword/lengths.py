@@ -27,27 +27,24 @@ def token_lengths(split: str = 'train', *, variant: str = 'small', data: str | N
                   data_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
   """Per-split length statistics of CP words and REMI events (songs, mean, median, max, ratio).
 
-  variant: a cpword config variant (its tokens and data settings); data overrides its data.name.
+  variant: a cpword config variant (its tokens and data settings); data overrides its dataset.
   """
   if limit is not None and limit < 1:
     raise UserError(f'token lengths: limit must be >= 1, got {limit}')
-  try:
-    config = configs.get_config(variant)
-  except ValueError as e:
-    raise UserError(f'token lengths: {e}') from None
+  config = configs.get_config(variant)
   config.representation = 'cp'
   if data:
-    config.data.name = data
+    config.dataset = data
   if data_dir:
-    config.data.data_dir = data_dir
+    config.data_dir = data_dir
   if limit is not None:
-    config.data.limit = limit
+    config.max_pieces = limit
   vocab = tokens.vocab_from_config(config)
   songs = train.tokenized_dataset(config, split)
   cp = np.array([len(words) for words in songs])
   remi = np.array([len(tokens.cp_to_remi(words, vocab)) for words in songs])
   notes = np.array([int((words[:, tokens.F['type']] == tokens.TYPE_NOTE).sum()) for words in songs])
-  return {'data': config.data.name, 'split': split, 'songs': len(songs),
+  return {'data': config.dataset, 'split': split, 'songs': len(songs),
           'cp_words': _summary(cp), 'remi_events': _summary(remi), 'notes': _summary(notes),
           'remi_per_cp': float(remi.sum() / cp.sum()),
           'remi_per_cp_median_song': float(np.median(remi / cp))}

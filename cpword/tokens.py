@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import warnings
 from typing import Sequence
 
 import numpy as np
 
+from common import files
 from common import midi
 from common.errors import UserError
 
@@ -128,10 +128,8 @@ class Vocab:
 
   def save(self, path: str) -> None:
     """Writes the vocabulary as JSON atomically."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
+    text = self.to_json()
+    files.atomic_write(path, lambda f: f.write(text), mode='w')
 
   @classmethod
   def load(cls, path: str) -> Vocab:

@@ -80,11 +80,11 @@ def _tokenized(data_name: str, data_dir: str | None, split: str, limit: int | No
                representation: str, vocab_json: str, emotion: bool, chords: str,
                num_workers: int | None) -> tuple[np.ndarray, ...]:
   vocab = tokens.Vocab.from_json(vocab_json)
-  if data_name == 'tiny':
+  if data_name == 'synthetic':
     count = {'train': 16, 'valid': 4, 'test': 4}.get(split, 24)
     seed = {'train': 0, 'valid': 1, 'test': 2}.get(split, 3)
     seqs = synthetic_pieces(count if limit is None else min(count, limit), seed)
-    ids = [f'tiny/{i}' for i in range(len(seqs))]
+    ids = [f'synthetic/{i}' for i in range(len(seqs))]
   else:
     kwargs = {'limit': limit}
     if num_workers is not None:
@@ -113,7 +113,8 @@ def _tokenized(data_name: str, data_dir: str | None, split: str, limit: int | No
 def tokenized_dataset(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, ...]:
   """Every song of `split` as CP words (N, F) or REMI events (N,), tokenised once per process."""
   d = config.data
-  return _tokenized(d.name, d.get('data_dir'), split, d.get('limit'), config.representation,
+  return _tokenized(config.dataset, config.get('data_dir'), split, config.get('max_pieces'),
+                    config.representation,
                     tokens.vocab_from_config(config).to_json(), bool(d.get('emotion', False)),
                     d.get('chords', 'auto'), d.get('num_workers'))
 

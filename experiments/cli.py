@@ -40,19 +40,33 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     _fail(f'{e}\nTry --helpfull for the list of flags.')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # e.g. --config.no_such_key=1 or --config.batch_size=abc
-    _fail(f'bad command-line flag: {e}')
+    # e.g. --config.no_such_key=1 (ml_collections raises a KeyError naming only the key)
+    _fail(f'bad command-line flag: {_describe_override_error(e, argv)}')
   return []
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run after configure_process(); a UserError or a bad flag ends with one line and
-  exit status 1."""
+def _describe_override_error(error: Exception, argv: list[str]) -> str:
+  key = error.args[0] if isinstance(error, (AttributeError, KeyError)) and error.args else None
+  if isinstance(key, KeyError) and key.args:  # ml_collections wraps the KeyError
+    key = key.args[0]
+  key = key.strip("'\"") if isinstance(key, str) else None
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0]
+    if key and name.startswith('--config.') and name.rsplit('.', 1)[-1] == key:
+      return f'{name}: the config has no setting {key!r} (see its config file)'
+  return str(error)
+
+
+def run(main: Callable[[list[str]], None], *, configure_process: bool = True) -> None:
+  """absl's app.run after runtime.configure_process() (unless configure_process is False: then
+  main calls it itself, e.g. after checking its inputs, since it imports jax); a UserError or a
+  bad flag ends with one line and exit status 1."""
 
   def wrapped(argv: list[str]) -> None:
     if len(argv) > 1:
       _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    runtime.configure_process()
+    if configure_process:
+      runtime.configure_process()
     quiet_third_party_output()
     try:
       main(argv)

@@ -25,6 +25,7 @@ from typing import Any
 from absl import flags
 
 from common import configs
+from common import runtime
 from common.errors import UserError
 from experiments import cli
 from experiments import registry
@@ -134,10 +135,11 @@ def main(argv: list[str]) -> None:
   del argv
   config = configs.read_config(_WORKDIR.value)
   request = request_from_flags(config)  # input files and flags are checked before the model loads
+  runtime.configure_process()  # after the checks: it imports jax, which takes a second
   for path in registry.generate_files(_WORKDIR.value, request, _OUT_DIR.value, step=_STEP.value,
                                       wav=_WAV.value, png=_PNG.value, config=config):
     print(path)
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, configure_process=False)

@@ -2,7 +2,7 @@ r"""Song lengths of a data split in CP words and in REMI events (cpword tokenisa
 
   python -m experiments.token_lengths --data=pop1k7 --split=train
   python -m experiments.token_lengths --data=pop1k7 --split=valid --output=lengths_valid.json
-  python -m experiments.token_lengths --variant=small,emotion --split=train   # EMOPIA + emotion
+  python -m experiments.token_lengths --variant=small_emotion --split=train   # EMOPIA + emotion
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from cpword import lengths
 from experiments import cli
 
 _DATA = flags.DEFINE_string('data', None,
-                            "Data set (default: the variant's, pop1k7 for 'small'); 'tiny' is the "
-                            'synthetic test set.')
+                            "Data set (default: the variant's, pop1k7 for 'small'); 'synthetic' "
+                            'is the made-up test set.')
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'valid', 'test'], 'Data split.')
 _VARIANT = flags.DEFINE_string('variant', 'small', 'cpword config variant (tokens, chords, data).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Override the data folder.')

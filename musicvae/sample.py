@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import tempfile
 from typing import Callable, Sequence
 
 from flax import nnx
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from common import files
 from common import generation
 from common import midi
 from common import precision
@@ -218,17 +217,7 @@ def apply_attribute(z_NZ: np.ndarray, vector_Z: np.ndarray, scale: float) -> np.
 
 def save_attribute_vectors(path: str, vectors: dict[str, np.ndarray]) -> None:
   """Writes {name: (Z,)} to an npz file, atomically."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npz.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **vectors)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  files.atomic_write(path, lambda f: np.savez(f, **vectors))
 
 
 def load_attribute_vectors(path: str) -> dict[str, np.ndarray]:

@@ -44,7 +44,7 @@ def load_slices(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, collections.Counter]:
   """All kept slices (int16 (N, T, K)) of `split` and the extraction statistics (cached)."""
   enc = data.encoding_from_config(config)
-  limit = config.get('dataset_limit')
+  limit = config.get('max_pieces')
   key = (config.dataset, config.get('data_dir'), split, enc, limit, config.encoding.get('dedupe'),
          config.get('num_synthetic'))
   if key not in _SLICE_CACHE:
@@ -61,7 +61,7 @@ def _load_examples(config: ml_collections.ConfigDict, split: str, enc: data.Enco
     return data.synthetic_melodies(config.get('num_synthetic', 32),
                                    num_bars=max(4, enc.num_bars + 2), seed=_SPLIT_SEEDS[split])
   from common import datasets  # pylint: disable=g-import-not-at-top  (slow import)
-  kwargs = {'limit': config.get('dataset_limit')} if config.get('dataset_limit') else {}
+  kwargs = {'limit': config.get('max_pieces')} if config.get('max_pieces') else {}
   ds = datasets.get_dataset(config.dataset, config.get('data_dir'), split, **kwargs)
   if ds.skipped:
     logging.info('musicvae %s[%s]: %d files skipped (first: %s)', config.dataset, split,

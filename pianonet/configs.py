@@ -13,7 +13,7 @@ import math
 
 import ml_collections
 
-from common.errors import UserError
+from common import configs
 
 
 def widths(start: int, step: int, num_layers: int) -> list[int]:
@@ -34,16 +34,16 @@ def _model(block_layers: list[int], width_start: int, width_step: int, kernel_si
   return m
 
 
+VARIANTS = ('tiny', 'small', 'paper')
+
+
 def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   """Returns the named variant ('tiny', 'small' or 'paper')."""
-  c = ml_collections.ConfigDict()
-  c.task = 'pianonet'
-  c.variant = variant
-  c.dataset = 'maestro'
-  c.data_dir = ''            # '' -> common.datasets.default_data_dir(dataset)
+  if variant not in VARIANTS:
+    raise configs.unknown_variant('pianonet', variant, VARIANTS)
+  c = configs.add_common_settings(ml_collections.ConfigDict(), task='pianonet', variant=variant,
+                                  dataset='maestro')
   c.cache_dir = '~/.cache/musicgen/pianonet'   # encoded sequences; '' disables the cache
-  c.max_songs = 0            # 0 = all songs of the split
-  c.seed = 0
   # Encoding.
   c.steps_per_second = 48.0
   c.num_keys = 72
@@ -55,8 +55,6 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   # Training.
   c.batch_size = 32
   c.num_train_steps = 200_000
-  c.max_train_seconds = ml_collections.FieldReference(None, field_type=float)  # time budget
-  c.init_from = ''  # a workdir or export whose weights start a new run (fine-tuning)
   c.learning_rate = 1.5e-4
   c.grad_clip_norm = 1.0
   c.predicted_steps = 24     # the loss covers the last predicted_steps * num_keys positions
@@ -78,7 +76,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     # Angsten's small window (64 keys from 34); receptive field 3,070 key states (~1 s).
     c.num_keys = 64
     c.lowest_key = 34
-    c.max_songs = 120
+    c.max_pieces = 120
     c.stretch_copies = 2
     c.batch_size = 8
     c.num_train_steps = 4000
@@ -93,7 +91,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   elif variant == 'tiny':
     c.dataset = 'synthetic'
     c.cache_dir = ''
-    c.max_songs = 8
+    c.max_pieces = 8
     c.steps_per_second = 8.0
     c.num_keys = 16
     c.lowest_key = 60
@@ -113,7 +111,4 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     c.edge_thresholds = (1.0, 0.4)
     # Receptive field 63 (~4 steps). Equal widths: few distinct shapes, so little to compile.
     c.model = _model([5, 5], 8, 0, key_down_rate=0.12)
-  else:
-    raise UserError(
-        f"pianonet: unknown config variant {variant!r}; use 'tiny', 'small' or 'paper'.")
   return c

@@ -21,11 +21,11 @@ import hashlib
 import heapq
 import json
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from common import files
 from common.errors import UserError
 
 # Default velocity of decoded notes (the encoding has none).
@@ -338,7 +338,7 @@ def _cache_key(config: Any, split: str, stretch_copies: int) -> str:
                 if config.get('data_dir') else None, split=split,
                 enc=dataclasses.asdict(encoding_from_config(config)), stretch=stretch_copies,
                 stretch_range=list(config.get('stretch_range', (0.85, 1.2))),
-                pad=list(config.pad_seconds), max_songs=config.get('max_songs'),
+                pad=list(config.pad_seconds), max_songs=config.get('max_pieces') or 0,
                 seed=config.seed, version=1)
   return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -348,11 +348,11 @@ def load_songs(config: Any, split: str) -> list:
   enc = encoding_from_config(config)
   if config.dataset == 'synthetic':
     offset = {'train': 0, 'valid': 1, 'test': 2}.get(split, 0)
-    num = config.get('max_songs') or 8
+    num = config.get('max_pieces') or 8
     return synthetic_songs(num if split == 'train' else max(2, num // 4), enc,
                            seed=config.seed * 7 + offset)
   from common import datasets  # pylint: disable=g-import-not-at-top
-  limit = {'limit': int(config.max_songs)} if config.get('max_songs') else {}
+  limit = {'limit': int(config.max_pieces)} if config.get('max_pieces') else {}
   dataset = datasets.get_dataset(config.dataset, config.get('data_dir') or None, split, **limit)
   songs = list(dataset.examples)
   if not songs:
@@ -384,18 +384,16 @@ def load_split(config: Any, split: str) -> SongSequence:
     rng = np.random.default_rng(seed)
     stats = EncodeStats()
     rolls = song_rolls(load_songs(config, split), enc, rng, stretch_copies, stretch_range, stats)
-    fd, tmp_bin = tempfile.mkstemp(dir=cache_dir, suffix='.bin.tmp')
-    with os.fdopen(fd, 'wb') as f:
-      starts, _ = concatenate(rolls, enc, rng, config.pad_seconds, f)
-    meta = dict(song_starts=starts, num_keys=enc.num_keys, stats=dataclasses.asdict(stats))
-    fd, tmp_meta = tempfile.mkstemp(dir=cache_dir, suffix='.json.tmp')
-    with os.fdopen(fd, 'w') as f:
-      json.dump(meta, f)
+    written = {}
+
+    def write_keys(f):
+      written['starts'], _ = concatenate(rolls, enc, rng, config.pad_seconds, f)
+
+    files.atomic_write(bin_path, write_keys)
+    meta = dict(song_starts=written['starts'], num_keys=enc.num_keys,
+                stats=dataclasses.asdict(stats))
     # The .json goes last: a reader that finds it finds a complete .bin.
-    for tmp in (tmp_bin, tmp_meta):
-      os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared
-    os.replace(tmp_bin, bin_path)
-    os.replace(tmp_meta, meta_path)
+    files.atomic_write(meta_path, lambda f: json.dump(meta, f), mode='w')
   with open(meta_path) as f:
     meta = json.load(f)
   keys_N = np.memmap(bin_path, dtype=np.uint8, mode='r')

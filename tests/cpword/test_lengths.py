@@ -44,8 +44,8 @@ def test_command_line_writes_json(tmp_path):
   out = tmp_path / 'lengths.json'
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
   run = subprocess.run(
-      [sys.executable, '-m', 'experiments.token_lengths', '--variant=tiny', '--data=tiny',
+      [sys.executable, '-m', 'experiments.token_lengths', '--variant=tiny', '--data=synthetic',
        '--split=test', '--limit=3', f'--output={out}'],
       cwd=REPO, env=env, check=True, capture_output=True, text=True)
-  assert 'tiny test: 3 songs' in run.stdout
+  assert 'synthetic test: 3 songs' in run.stdout
   assert json.loads(out.read_text())['songs'] == 3

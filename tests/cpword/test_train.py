@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from common import training
+from common.errors import UserError
 from cpword import configs
 from cpword import tokens
 from cpword import train
@@ -20,9 +21,9 @@ def test_configs():
   assert paper.task == 'cpword' and paper.representation == 'cp'
   assert dict(paper.model.embed_dims) == dict(type=32, bar_beat=64, tempo=128, chord=256,
                                               pitch=512, duration=128, velocity=128, emotion=32)
-  assert configs.get_config('small,remi').representation == 'remi'
-  assert configs.get_config('tiny,emotion').data.name == 'emopia'
-  with pytest.raises(ValueError):
+  assert configs.get_config('small_remi').representation == 'remi'
+  assert configs.get_config('tiny_emotion').dataset == 'emopia'
+  with pytest.raises(UserError, match="unknown config variant 'huge'"):
     configs.get_config('huge')
   assert isinstance(train.get_task(paper), training.TrainTask)
 
