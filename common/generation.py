@@ -34,6 +34,9 @@ class Request:
     temperature: sampling temperature (CP-word: a factor on every family's temperature).
     seed: the random seed.
     gibbs_steps: Coconet's number of Gibbs steps (None: the model's default).
+    sampler, order, pmax, pmin, eta: Coconet's sampler ('gibbs' | 'ancestral' | 'independent'),
+      the ancestral order ('chronological' | 'random') and the Gibbs schedule (None: the
+      model's defaults, as the original code).
     transpose: shift a melody outside the model's range by whole octaves.
     programs, qpm: instruments and tempo of Coconet's written chorales.
     seconds: PianoNet's length of the continuation.
@@ -53,6 +56,11 @@ class Request:
   temperature: float | None = None
   seed: int = 0
   gibbs_steps: int | None = None
+  sampler: str | None = None
+  order: str | None = None
+  pmax: float | None = None
+  pmin: float | None = None
+  eta: float | None = None
   transpose: bool = False
   programs: str = 'choir'
   qpm: float | None = None

@@ -58,6 +58,14 @@ _OUT_DIR = flags.DEFINE_string('out_dir', 'out', 'Where outputs are written.')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Samples to generate.')
 _GIBBS_STEPS = flags.DEFINE_integer('gibbs_steps', None,
                                     'coconet: Gibbs steps (default: the model\'s own default).')
+_SAMPLER = flags.DEFINE_enum('sampler', None, ['gibbs', 'ancestral', 'independent'],
+                             'coconet: the sampler (default: annealed blocked Gibbs).')
+_ORDER = flags.DEFINE_enum('order', None, ['chronological', 'random'],
+                           'coconet --sampler=ancestral: the order of the variables.')
+_PMAX = flags.DEFINE_float('pmax', None, 'coconet: Gibbs schedule, the first block fraction.')
+_PMIN = flags.DEFINE_float('pmin', None, 'coconet: Gibbs schedule, the last block fraction.')
+_ETA = flags.DEFINE_float('eta', None, 'coconet: Gibbs schedule, the fraction of the steps over '
+                          'which the block fraction falls from pmax to pmin.')
 _TEMPERATURE = flags.DEFINE_float('temperature', None, 'Sampling temperature (default per model).')
 _TRANSPOSE = flags.DEFINE_bool('transpose', False,
                                'Shift a melody out of the model\'s range by whole octaves.')
@@ -119,7 +127,9 @@ def request_from_flags(config: Any) -> Any:
       task=task, inputs=tuple(_read_inputs(paths)), input_names=tuple(paths),
       pitches=parse_pitches(_PITCHES.value), steps_per_note=_STEPS_PER_NOTE.value,
       length=_LENGTH.value, num_samples=_NUM_SAMPLES.value, temperature=_TEMPERATURE.value,
-      seed=_SEED.value, gibbs_steps=_GIBBS_STEPS.value, transpose=_TRANSPOSE.value,
+      seed=_SEED.value, gibbs_steps=_GIBBS_STEPS.value, sampler=_SAMPLER.value,
+      order=_ORDER.value, pmax=_PMAX.value, pmin=_PMIN.value, eta=_ETA.value,
+      transpose=_TRANSPOSE.value,
       programs=_PROGRAMS.value, qpm=_QPM.value, seconds=_SECONDS.value,
       attribute=_ATTRIBUTE.value, attribute_scale=_ATTRIBUTE_SCALE.value, emotion=_EMOTION.value)
 
