@@ -256,9 +256,8 @@ def melody_from_sequence(seq: music_pb2.NoteSequence, *, name: str = 'melody',
   Works on a bare melody and on a full score (its top line is taken), NaN where nothing sounds.
   """
   seq = _quantized(seq, steps_per_quarter)
-  notes = [n for n in seq.notes if not n.is_drum]
-  if not notes:
-    raise UserError(f'{name}: no pitched notes')
+  from common import midi  # pylint: disable=g-import-not-at-top
+  notes = midi.pitched_notes(seq, name)
   num_steps = max(n.quantized_end_step for n in notes)
   soprano_T = np.full(num_steps, np.nan, np.float32)
   for note in notes:

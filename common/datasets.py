@@ -174,6 +174,41 @@ def _count_phrase(kinds: Iterable[str]) -> str:
                                                                                         kv[0])))
 
 
+# Files skipped by the loads of this process, by data set: what a run's skipped_files.tsv lists.
+_SKIPPED: dict[str, list[tuple[str, str]]] = {}
+SHOWN_SKIPPED_NAMES = 5  # per kind, in the log line; the report file has them all
+
+
+def _named_skips(skipped: Sequence[tuple[str, str]], kinds: Sequence[str]) -> str:
+  """'1 corrupt MIDI: a.mid; 2 empty file: b.mid, c.mid' (at most SHOWN_SKIPPED_NAMES each)."""
+  by_kind: dict[str, list[str]] = collections.defaultdict(list)
+  for (rel, _), kind in zip(skipped, kinds):
+    by_kind[kind].append(rel)
+  parts = []
+  for kind, rels in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+    shown = ', '.join(rels[:SHOWN_SKIPPED_NAMES])
+    more = f' and {len(rels) - SHOWN_SKIPPED_NAMES:,} more' if len(rels) > SHOWN_SKIPPED_NAMES else ''
+    parts.append(f'{len(rels):,} {kind}: {shown}{more}')
+  return '; '.join(parts)
+
+
+def skipped_files() -> dict[str, list[tuple[str, str]]]:
+  """{'<set>[<split>] <root>': [(relative path, reason), ...]} of every load in this process."""
+  return {key: list(files) for key, files in _SKIPPED.items()}
+
+
+def write_skip_report(path: str) -> int:
+  """Writes every file this process's loads skipped as TSV (set, file, reason), atomically;
+  returns how many (nothing is written when none was skipped)."""
+  rows = [(key, rel, reason) for key, files in sorted(_SKIPPED.items()) for rel, reason in files]
+  if rows:
+    text = 'data set\tfile\treason\n' + ''.join(
+        '\t'.join(field.replace('\t', ' ').replace('\n', ' ') for field in row) + '\n'
+        for row in rows)
+    file_io.atomic_write(path, lambda f: f.write(text), mode='w')
+  return len(rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # Folders of MIDI files: parallel, cached by content, skip-and-count.
 
@@ -264,7 +299,8 @@ def _read_midi_files(name: str, root: str, relpaths: Sequence[str], *, cache_dir
       kind, reason = value
       skipped.append((rel, reason))
       skip_kinds.append(kind)
-  summary = f' ({_count_phrase(skip_kinds)})' if skipped else ''
+  summary = f' ({_named_skips(skipped, skip_kinds)})' if skipped else ''
+  _SKIPPED[f'{name} {root}'] = list(skipped)
   logging.info('%s %s: %s read, %s skipped%s; %s parsed, %s from cache, %.1f s', name, root,
                f'{len(examples):,}', f'{len(skipped):,}', summary, f'{len(jobs):,}',
                f'{from_cache:,}', time.time() - start)

@@ -237,6 +237,17 @@ def validate(seq: NoteSequence, name: str, *,
   return out
 
 
+def pitched_notes(seq: NoteSequence, name: str) -> list:
+  """The notes of `seq` that are not drums; MidiError naming `name` when there are none, saying
+  how many drum notes there were ("no pitched notes (64 drum notes)")."""
+  notes = [note for note in seq.notes if not note.is_drum]
+  if not notes:
+    drums = len(seq.notes)
+    detail = f' ({drums} drum note{"s" if drums != 1 else ""})' if drums else ''
+    raise MidiError(name, f'no pitched notes{detail}', 'no pitched notes')
+  return notes
+
+
 def _check_writable(seq: NoteSequence, path: str) -> None:
   for i, note in enumerate(seq.notes):
     if not 0 <= note.pitch <= 127:
@@ -265,12 +276,28 @@ def write_midi(seq: NoteSequence, path: str) -> None:
     raise MidiError(path, f'cannot write MIDI file ({e})', 'cannot write') from None
 
 
+_FIRST_SECTION_HINT = ('use the part before the first change (--first_section on the command line, '
+                       'common.midi.first_section in code)')
+
+
+def first_section(seq: NoteSequence) -> NoteSequence:
+  """The part of `seq` before its first tempo or time-signature change (all of it when nothing
+  changes), with its notes cut off at the change; MidiError when that part holds no notes."""
+  sequences_lib = _libs().sequences_lib
+  sections = sequences_lib.split_note_sequence_on_time_changes(seq, skip_splits_inside_notes=False)
+  first = sections[0] if sections else seq
+  first.filename = seq.filename
+  if not first.notes:
+    name = seq.filename or seq.id or 'NoteSequence'
+    raise MidiError(name, 'no notes before the first tempo or time-signature change', 'no notes')
+  return first
+
+
 def quantize(seq: NoteSequence, steps_per_quarter: int) -> NoteSequence:
   """Quantizes `seq` relative to its tempo (note_seq.quantize_note_sequence).
 
   note_seq needs one tempo and one time signature for the whole sequence; a sequence that changes
-  either raises MidiError (split it first, e.g. with
-  note_seq.sequences_lib.split_note_sequence_on_time_changes).
+  either raises MidiError (first_section() keeps the part before the first change).
   """
   if steps_per_quarter < 1:
     raise ValueError(f'steps_per_quarter must be >= 1, got {steps_per_quarter}')
@@ -279,10 +306,10 @@ def quantize(seq: NoteSequence, steps_per_quarter: int) -> NoteSequence:
   try:
     return sequences_lib.quantize_note_sequence(seq, steps_per_quarter)
   except sequences_lib.MultipleTempoError as e:
-    reason = f'cannot quantize: tempo changes ({e}); split the sequence at tempo changes first'
+    reason = f'cannot quantize: tempo changes ({e}); {_FIRST_SECTION_HINT}'
   except sequences_lib.MultipleTimeSignatureError as e:
-    reason = (f'cannot quantize: time signature changes ({e}); split the sequence at time '
-              'signature changes first')
+    reason = f'cannot quantize: time signature changes ({e}); {_FIRST_SECTION_HINT}'
+
   except sequences_lib.BadTimeSignatureError as e:
     reason = f'cannot quantize: bad time signature ({e})'
   except sequences_lib.NegativeTimeError as e:

@@ -31,6 +31,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from common import configs
+from common import datasets
 from common import files
 from common import sharding
 from common.errors import UserError
@@ -41,6 +42,8 @@ Metrics = dict[str, jax.Array]
 CONFIG_FILE = configs.CONFIG_FILE
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
+SKIPPED_FILES = 'skipped_files.tsv'  # the data files the run's loads skipped, and why
+CONFIG_CHANGES_FILE = 'config_changes.jsonl'  # settings a resumed run changed, with the time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +262,7 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh or sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  _write_config(config, workdir)
+  _record_config(config, workdir)
 
   if config.get('init_from'):  # before any checkpoint manager exists (see _check_same_model)
     _check_same_model(read_config(config.init_from), config, config.init_from)
@@ -268,10 +271,9 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
   eval_graphdef = setup.eval_graphdef
 
   data_iter = task.train_iterator(config, jax.process_index(), jax.process_count())
-  manager = _checkpoint_manager(workdir, config)
-  start_step = manager.latest_step()
-  if start_step is not None:
-    state, data_state = _restore(manager, start_step, state, state_sharding)
+  manager, restored = _resume(workdir, config, state, state_sharding)
+  if restored is not None:
+    start_step, state, data_state = restored
     data_iter.set_state(data_state)
     logging.info('Resumed from %s at step %d', manager.directory, start_step)
   elif config.get('init_from'):
@@ -325,6 +327,8 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
           window_start, window_steps = time.perf_counter(), 0
       pending = (done, metrics)
       window_steps += 1
+      if step == start_step:  # the data is loaded by now
+        _report_skipped_files(workdir)
 
       out_of_time = _time_is_up(time_budget, loop_start, done, log_every)
       is_last = done == num_steps or out_of_time
@@ -352,10 +356,20 @@ def train_and_evaluate(task: TrainTask, config: ml_collections.ConfigDict, workd
     manager.wait_until_finished()
     manager.close()
     writer.close()
+  _report_skipped_files(workdir)  # evaluation may have loaded more
   model = _merge_eval(eval_graphdef, state)
   if task.finish_hook is not None and jax.process_index() == 0:
     task.finish_hook(model, workdir)
   return model
+
+
+def _report_skipped_files(workdir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, SKIPPED_FILES)
+  count = datasets.write_skip_report(path)
+  if count:
+    logging.info('%d data files were skipped; %s names them and says why', count, path)
 
 
 def _time_is_up(budget: float | None, start: float, done: int, check_every: int) -> bool:
@@ -427,6 +441,90 @@ def _merge_eval(eval_graphdef: nnx.GraphDef, state: dict) -> nnx.Module:
   return nnx.merge(eval_graphdef, params, rest)
 
 
+def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any],
+                     steps: Iterable[int]) -> tuple[int, Any, list[int]] | None:
+  """(step, restore(step), unreadable newer steps) for the newest step that restores; None when
+  none does. Each unreadable step is named in a warning; nothing is deleted."""
+  unreadable = []
+  for step in sorted(steps, reverse=True):
+    try:
+      return step, restore(step), unreadable
+    except Exception as e:  # pylint: disable=broad-except
+      # A half-written or damaged checkpoint fails in orbax, tensorstore or the OS in many ways.
+      logging.warning('Checkpoint step %d in %s cannot be read (%s: %s); trying an older one',
+                      step, manager.directory, type(e).__name__, str(e)[:300])
+      unreadable.append(step)
+  return None
+
+
+def _resume(workdir: str, config: ml_collections.ConfigDict, state: dict, state_sharding: Any
+            ) -> tuple[ocp.CheckpointManager, tuple[int, dict, Any] | None]:
+  """The run's checkpoint manager and (step, state, data-iterator state) of its newest readable
+  checkpoint (None for a fresh run). Unreadable newer steps are moved aside, not deleted, to
+  <step>.unreadable, so that the run can save those steps again."""
+  manager = _checkpoint_manager(workdir, config)
+  steps = manager.all_steps()
+  if not steps:
+    return manager, None
+  found = _newest_readable(manager, lambda step: _restore(manager, step, state, state_sharding),
+                           steps)
+  if found is None:
+    manager.close()
+    raise UserError(f'{manager.directory}: no checkpoint can be read with this config (steps '
+                    f'{sorted(steps)}; was the run trained with another? its config.json says); '
+                    'nothing was changed')
+  step, (restored_state, data_state), unreadable = found
+  if unreadable and jax.process_index() == 0:
+    for bad in unreadable:
+      source = os.path.join(str(manager.directory), str(bad))
+      os.replace(source, f'{source}.unreadable')
+      logging.warning('Moved the unreadable checkpoint to %s.unreadable; resuming from step %d',
+                      source, step)
+    manager.close()
+    manager = _checkpoint_manager(workdir, config)
+  return manager, (step, restored_state, data_state)
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json for a new run. A resumed run keeps the recorded one (its checkpoints
+  were trained with it): a different model is refused, other differences are logged and added
+  to config_changes.jsonl with the step they start at."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  has_checkpoints = os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and any(
+      name.isdigit() for name in os.listdir(os.path.join(workdir, CHECKPOINT_DIR)))
+  if not (os.path.exists(path) and has_checkpoints):
+    _write_config(config, workdir)
+    return
+  recorded = read_config(workdir)
+  _check_same_model(recorded, config, workdir, resuming=True)
+  differences = config_differences(recorded, config)
+  if differences and jax.process_index() == 0:
+    logging.warning('This run\'s config differs from the one recorded in %s (%s); the record is '
+                    'kept, and the change is added to %s', path, '; '.join(
+                        f'{k}: {old!r} there, {new!r} here' for k, (old, new) in
+                        differences.items()), CONFIG_CHANGES_FILE)
+    change = {'time': time.time(), 'changes': {k: new for k, (_, new) in differences.items()}}
+    with open(os.path.join(workdir, CONFIG_CHANGES_FILE), 'a') as f:
+      f.write(json.dumps(change) + '\n')
+
+
+def config_differences(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+                       ) -> dict[str, tuple[Any, Any]]:
+  """{dotted setting: (old value, new value)} for the settings in which two configs differ,
+  compared as config.json records them."""
+  def flat(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f'{prefix}{key}.'))
+      else:
+        out[f'{prefix}{key}'] = value
+    return out
+  a = flat(json.loads(configs.config_json(old)))
+  b = flat(json.loads(configs.config_json(new)))
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, state: dict,
              state_sharding: Any) -> tuple[dict, Any]:
   abstract = jax.tree.map(
@@ -470,12 +568,17 @@ def _abstract_weights(task: TrainTask, config: ml_collections.ConfigDict
 
 
 def _check_same_model(source_config: ml_collections.ConfigDict,
-                      config: ml_collections.ConfigDict, source: str) -> None:
+                      config: ml_collections.ConfigDict, source: str, *,
+                      resuming: bool = False) -> None:
   """UserError naming the model settings in which two configs differ (checked before restoring:
   a failed orbax restore leaves threads that print tracebacks at exit)."""
+  if resuming:
+    where, advice = f'{source}: cannot resume this run with', 'use a new --workdir'
+  else:
+    where, advice = f'init_from={source}:', 'fine-tuning needs the same model'
   if source_config.get('task') != config.get('task'):
-    raise UserError(f'init_from={source}: a {source_config.get("task")} run cannot start a '
-                    f'{config.get("task")} run')
+    raise UserError(f'{where} a {config.get("task")} config: it holds a '
+                    f'{source_config.get("task")} run; {advice}')
   def settings(c):  # through JSON, as config.json stores them (tuples become lists)
     return json.loads(c.model.to_json_best_effort()) if c.get('model') is not None else {}
 
@@ -483,8 +586,7 @@ def _check_same_model(source_config: ml_collections.ConfigDict,
   differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
   if differ:
     details = ', '.join(f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differ)
-    raise UserError(f'init_from={source}: the model settings differ ({details}); fine-tuning '
-                    'needs the same model')
+    raise UserError(f'{where} other model settings ({details}); {advice}')
 
 
 def _init_weights_from(task: TrainTask, config: ml_collections.ConfigDict, source: str,
@@ -514,12 +616,28 @@ def load_model(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
   Reads only the weights, so it loads training checkpoints and weights-only exports alike.
   """
   quiet_library_logs()
-  manager, step = _weights_manager(workdir, config, step)
   eval_graphdef, abstract = _abstract_weights(task, config)
-  weights = _restore_weights(manager, step, abstract)
-  manager.close()
+  step, weights = _read_weights(workdir, config, step, abstract)
   logging.info('Loaded %s step %d', os.path.join(workdir, CHECKPOINT_DIR), step)
   return nnx.merge(eval_graphdef, weights['params'], weights['rest'])
+
+
+def _read_weights(workdir: str, config: ml_collections.ConfigDict, step: int | None,
+                  abstract: dict) -> tuple[int, dict]:
+  """(step, weights) of the given step, or of the newest step that can be read (an unreadable
+  newer one is named in a warning)."""
+  manager, chosen = _weights_manager(workdir, config, step)
+  try:
+    if step is not None:
+      return chosen, _restore_weights(manager, chosen, abstract)
+    found = _newest_readable(manager, lambda s: _restore_weights(manager, s, abstract),
+                             manager.all_steps())
+    if found is None:
+      raise UserError(f'{manager.directory}: no checkpoint can be read with its config.json '
+                      f'(steps {sorted(manager.all_steps())})')
+    return found[0], found[1]
+  finally:
+    manager.close()
 
 
 def export_weights(task: TrainTask, config: ml_collections.ConfigDict, workdir: str,
@@ -528,10 +646,8 @@ def export_weights(task: TrainTask, config: ml_collections.ConfigDict, workdir: 
   `step` (no optimizer state: a third of a training checkpoint for Adam). load_model, evaluate and
   generate read it like a training workdir; training from it starts a new run."""
   quiet_library_logs()
-  manager, step = _weights_manager(workdir, config, step)
   eval_graphdef, abstract = _abstract_weights(task, config)
-  weights = _restore_weights(manager, step, abstract)
-  manager.close()
+  step, weights = _read_weights(workdir, config, step, abstract)
   _write_weights_workdir(config, weights, out_dir, step, {'exported_from': workdir})
   metrics = os.path.join(workdir, METRICS_FILE)
   if os.path.exists(metrics):

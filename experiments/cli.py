@@ -22,7 +22,8 @@ from common.errors import UserError
 def quiet_third_party_output() -> None:
   """Silences messages a user cannot act on: pydub's missing-ffmpeg warning (note_seq imports
   pydub; WAV rendering here never uses ffmpeg) and jax's note that it found no TPU."""
-  warnings.filterwarnings('ignore', message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+  warnings.filterwarnings('ignore', message="Couldn't find ffmpeg or avconv",
+                          category=RuntimeWarning)
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 

@@ -69,6 +69,9 @@ _ETA = flags.DEFINE_float('eta', None, 'coconet: Gibbs schedule, the fraction of
 _TEMPERATURE = flags.DEFINE_float('temperature', None, 'Sampling temperature (default per model).')
 _TRANSPOSE = flags.DEFINE_bool('transpose', False,
                                'Shift a melody out of the model\'s range by whole octaves.')
+_FIRST_SECTION = flags.DEFINE_bool(
+    'first_section', False, 'Use each input file only up to its first tempo or time-signature '
+    'change (models need one tempo and meter per piece).')
 _WAV = flags.DEFINE_bool('wav', False, 'Also write WAV audio.')
 _PNG = flags.DEFINE_bool('png', False, 'Also write a piano-roll PNG.')
 _PROGRAMS = flags.DEFINE_string('programs', 'choir', 'Instruments: choir|piano|organ|strings|...')
@@ -138,7 +141,8 @@ def _read_inputs(paths: list[str]) -> list[Any]:
   if not paths:
     return []
   from common import midi  # pylint: disable=g-import-not-at-top
-  return [midi.read_music(path) for path in paths]
+  pieces = [midi.read_music(path) for path in paths]
+  return [midi.first_section(p) for p in pieces] if _FIRST_SECTION.value else pieces
 
 
 def main(argv: list[str]) -> None:

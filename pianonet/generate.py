@@ -25,6 +25,7 @@ import numpy as np
 
 from common import fast_conv
 from common import generation
+from common import midi
 from common.errors import UserError
 from pianonet import data
 
@@ -161,6 +162,7 @@ def seed_from_notes(seq: Any, enc: data.Encoding, receptive_field: int, seconds:
   """The first `seconds` of a piece (all of it if None) as key states, with silence in front so
   that the seed fills a receptive field (training windows also start in silence); UserError
   naming `name` when no note fits the key window."""
+  midi.pitched_notes(seq, name)
   roll_TK, stats = data.sequence_to_roll(seq, enc)
   if not roll_TK.shape[0]:
     raise UserError(f'{name}: no notes inside the key window (MIDI {enc.lowest_key}..'

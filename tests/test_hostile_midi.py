@@ -130,7 +130,8 @@ HOSTILE = {
     'many_notes.mid': Hostile(lambda: _many_notes(MANY_NOTES), cpword=PROMPT_TOO_LONG),
     'drums_only.mid': Hostile(lambda: _smf([_track(_tempo(500_000) +
                                                    _notes([36, 38, 42, 46] * 8, channel=9))]),
-                              coconet='no pitched notes', musicvae=NO_SLICE, pianonet=NO_KEYS),
+                              coconet='no pitched notes (32 drum notes)', musicvae=NO_SLICE,
+                              pianonet='no pitched notes (32 drum notes)'),
     'tracks_300.mid': Hostile(lambda: _smf([_track(_tempo(500_000))] +
                                            [_track(_notes([60 + i % 12])) for i in range(299)]),
                               musicvae=NO_SLICE, cpword=PROMPT_TOO_LONG),

@@ -69,8 +69,22 @@ def test_midi_dir_reads_good_files_and_reports_each_skip(messy_folder, tmp_path,
   assert skipped['corrupt.mid'].startswith('corrupt MIDI file')
   summary = [r.getMessage() for r in caplog.records if f'{messy_folder}:' in r.getMessage()]
   assert len(summary) == 1
-  assert (': 3 read, 3 skipped (1 corrupt MIDI, 1 empty file, 1 not a MIDI file); 6 parsed, '
-          '0 from cache') in summary[0]
+  assert (': 3 read, 3 skipped (1 corrupt MIDI: corrupt.mid; 1 empty file: empty.mid; 1 not a '
+          'MIDI file: notes.mid); 6 parsed, 0 from cache') in summary[0]
+  report = tmp_path / 'skipped_files.tsv'
+  assert datasets.write_skip_report(str(report)) >= 3
+  rows = [line.split('\t') for line in report.read_text().splitlines()]
+  assert rows[0] == ['data set', 'file', 'reason']
+  ours = {row[1]: row[2] for row in rows[1:] if row[0] == f'midi_dir[all] {messy_folder}'}
+  assert ours == skipped
+
+
+def test_the_log_names_a_few_skipped_files_per_kind():
+  skipped = [(f'bad{i}.mid', 'empty file (0 bytes)') for i in range(7)] + [('x.mid', 'corrupt')]
+  kinds = ['empty file'] * 7 + ['corrupt MIDI']
+  assert datasets._named_skips(skipped, kinds) == (  # pylint: disable=protected-access
+      '7 empty file: bad0.mid, bad1.mid, bad2.mid, bad3.mid, bad4.mid and 2 more; '
+      '1 corrupt MIDI: x.mid')
 
 
 def test_midi_dir_second_load_comes_from_the_cache(messy_folder, tmp_path, monkeypatch, caplog):

@@ -251,8 +251,30 @@ def test_quantize_raises_midi_error_on_tempo_or_meter_change():
   seq = _sequence(BAND)
   seq.time_signatures.add(time=0.0, numerator=4, denominator=4)
   seq.time_signatures.add(time=1.0, numerator=3, denominator=4)
-  with pytest.raises(midi.MidiError, match='time signature change'):
+  with pytest.raises(midi.MidiError, match='time signature change.*--first_section'):
     midi.quantize(seq, 4)
+
+
+def test_first_section_keeps_the_part_before_the_first_change():
+  seq = _sequence(BAND)
+  seq.filename = 'changes.mid'
+  seq.time_signatures.add(time=0.0, numerator=4, denominator=4)
+  seq.time_signatures.add(time=1.0, numerator=3, denominator=4)
+  first = midi.first_section(seq)
+  assert first.filename == 'changes.mid' and first.notes
+  assert max(note.end_time for note in first.notes) <= 1.0 + 1e-9
+  assert len(midi.quantize(first, 4).notes) == len(first.notes)
+  unchanged = _sequence(BAND)
+  assert len(midi.first_section(unchanged).notes) == len(unchanged.notes)
+
+
+def test_pitched_notes_says_how_many_drum_notes_there_were():
+  seq = _sequence(BAND)
+  for note in seq.notes:
+    note.is_drum = True
+  expected = rf'^x.mid: no pitched notes \({len(seq.notes)} drum notes\)$'
+  with pytest.raises(midi.MidiError, match=expected):
+    midi.pitched_notes(seq, 'x.mid')
 
 
 def test_quantize_rejects_bad_step_count():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -169,5 +170,51 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   other = tiny_task.make_config(1, init_from=str(source),
                                 model=ml_collections.ConfigDict({'width': 32}))
-  with pytest.raises(UserError, match=r"model settings differ \(width: None there, 32 here\)"):
+  with pytest.raises(UserError, match=r"other model settings \(width: None there, 32 here\)"):
     training.train_and_evaluate(tiny_task.make_task(), other, str(tmp_path / 'other2'))
+
+
+def _break_checkpoint(step_dir) -> None:
+  """Damages a saved step the way a full disk or a bad copy does: its array data is gone."""
+  for folder, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(folder, name)
+      if name != '_CHECKPOINT_METADATA':
+        with open(path, 'wb') as f:
+          f.write(b'\0garbage')
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_and_is_kept_aside(tmp_path, caplog):
+  workdir = tmp_path / 'run'
+  training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(10), str(workdir))
+  _break_checkpoint(workdir / 'checkpoints' / '10')
+  caplog.set_level(logging.WARNING, logger='absl')
+  model = training.load_model(tiny_task.make_task(), tiny_task.make_config(10), str(workdir))
+  assert model is not None
+  assert any('step 10' in r.getMessage() and 'cannot be read' in r.getMessage()
+             for r in caplog.records)
+  # Resuming starts from step 5, keeps the damaged step aside and saves step 10 again.
+  training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(10), str(workdir))
+  names = sorted(os.listdir(workdir / 'checkpoints'))
+  assert '10.unreadable' in names and '10' in names and '5' in names
+  training.load_model(tiny_task.make_task(), tiny_task.make_config(10), str(workdir), step=10)
+
+
+def test_a_resumed_run_keeps_the_recorded_config_and_logs_the_change(tmp_path, caplog):
+  workdir = tmp_path / 'run'
+  training.train_and_evaluate(tiny_task.make_task(), tiny_task.make_config(5), str(workdir))
+  recorded = (workdir / 'config.json').read_text()
+  caplog.set_level(logging.WARNING, logger='absl')
+  training.train_and_evaluate(tiny_task.make_task(),
+                              tiny_task.make_config(10, learning_rate=0.5), str(workdir))
+  assert (workdir / 'config.json').read_text() == recorded
+  warning = [r.getMessage() for r in caplog.records if 'differs from the one recorded' in
+             r.getMessage()]
+  assert warning and 'learning_rate: 0.01 there, 0.5 here' in warning[0]
+  change = json.loads((workdir / 'config_changes.jsonl').read_text().splitlines()[-1])
+  assert change['changes'] == {'learning_rate': 0.5, 'num_train_steps': 10}
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  other = tiny_task.make_config(12, model=ml_collections.ConfigDict({'width': 32}))
+  with pytest.raises(UserError, match='cannot resume this run with other model settings'):
+    training.train_and_evaluate(tiny_task.make_task(), other, str(workdir))
+  assert (workdir / 'config.json').read_text() == recorded
