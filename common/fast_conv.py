@@ -17,6 +17,9 @@ Queues are circular buffers (a write index instead of a shift), so a step moves 
 layer, not O((k-1) * d * C). Every stream in a batch advances in lockstep (one shared step count).
 Zero history means "each layer's input is zero before t = 0", i.e. per-layer causal zero padding,
 which is exactly what `forward` and flax's `padding='CAUSAL'` compute.
+
+PianoNet is its only user today; it lives in common/ (DESIGN.md's layout) because it knows no
+model: any WaveNet-style causal stack describes itself as ConvLayers and gets the queues.
 """
 
 from __future__ import annotations
@@ -153,8 +156,7 @@ def step(layers: Sequence[ConvLayer], state: ConvState,
                   .astype(h.dtype))
     taps.append(h)  # the newest tap: the current input
     # All taps in one product, (B, K*C_in) @ (K*C_in, C_out): one library call per layer instead
-    # of K; at one stream a step is call overhead, not arithmetic (0.31 -> 0.14 ms per PianoNet
-    # 'paper' step measured on 2 busy CPU cores).
+    # of K; at one stream a step is call overhead, not arithmetic.
     y = jnp.concatenate(taps, axis=-1) @ layer.kernel_KIO.astype(h.dtype).reshape(
         -1, layer.kernel_KIO.shape[-1])
     if length:

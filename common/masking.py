@@ -9,6 +9,9 @@ crop) cannot be predicted by a softmax over pitch, so they are "invalid": the ma
 hide them when `valid` is given, and the loss ignores them in any case. The number of variables
 N in the rescaling is then the number of valid ones, so a piece with a resting voice is weighted
 like a shorter piece, not penalised for its rests.
+
+Coconet is its only user today; it lives in common/ (DESIGN.md's layout) because the orderless
+NADE objective knows no model: any model over a grid of categorical variables can train with it.
 """
 
 from __future__ import annotations

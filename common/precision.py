@@ -62,11 +62,10 @@ def transposed_product(a_NA: jax.Array, b_NB: jax.Array) -> jax.Array:
   """a^T @ b over the rows N (a kernel gradient), accumulated and returned in float32.
 
   With bf16 operands, `a` is transposed into its own array first: XLA:CPU runs a bf16 product
-  whose transpose is left to the dot as a float32 product (both operands upcast). At a MusicVAE
-  LSTM's shape that is 1.7x slower than the transpose plus a bf16 product on the 2-core AMD EPYC
-  (benchmark rows reference/kernel_gradient_bf16_*), and was ~3x on a 2-core Xeon with AMX (a
-  one-off measurement there). The transpose is written on a 3-D view because XLA folds a 2-D one
-  back into the dot.
+  whose transpose is left to the dot as a float32 product (both operands upcast), slower than the
+  transpose plus a bf16 product at a MusicVAE LSTM's shape (benchmark rows
+  reference/kernel_gradient_bf16_*, docs/performance.md). The transpose is written on a 3-D view
+  because XLA folds a 2-D one back into the dot.
   float32 operands keep the plain form, which is faster for them.
   """
   if a_NA.dtype != jnp.bfloat16:

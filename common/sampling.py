@@ -43,10 +43,9 @@ def categorical(rng: jax.Array, logits_BV: jax.Array) -> jax.Array:
   """One class per row, with probability softmax(logits) (shape (..., V) -> (...), int32).
 
   Inverts the cumulative distribution with one uniform number per row. jax.random.categorical
-  draws a Gumbel variable for every class instead (V random words and two logarithms per row):
-  at MusicVAE's 64 x 90 per decoder step that took ~6 times as long (2-core Xeon, 2026-12-01), a
-  fifth of a sampling step. A class of zero probability (-inf) is never drawn; an all -inf row
-  gives 0.
+  draws a Gumbel variable for every class instead (V random words and two logarithms per row),
+  several times the work at a decoder step's shape (benchmark rows coconet/pitch_draw,
+  docs/performance.md). A class of zero probability (-inf) is never drawn; an all -inf row gives 0.
   """
   x_BV = _shift_max_to_zero(_as_float(logits_BV))
   weights_BV = jnp.exp(x_BV)
@@ -66,7 +65,7 @@ def categorical(rng: jax.Array, logits_BV: jax.Array) -> jax.Array:
 
 # Up to this many classes, ranks and the mass before each class come from all pairwise
 # comparisons (one small fused computation) instead of two argsorts: XLA:CPU's sort is a loop
-# over a comparator call, ~0.1 ms per family and step, a tenth of a CP-word generation step.
+# over a comparator call, a sizeable part of a CP-word generation step.
 _PAIRWISE_MAX_CLASSES = 512
 
 
