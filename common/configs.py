@@ -46,6 +46,12 @@ _RENAMED = (
 # what runs recorded before they existed computed: a record without the setting gets the value
 # here, so an older checkpoint keeps computing the function it was trained as. (model, path, value)
 _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    # cpword before the original's loss and bins (cpword/configs.py's V1_TOKENS; the other bin
+    # settings were always recorded).
+    ('cpword', 'loss', 'masked_mean'),
+    ('cpword', 'tokens.velocity_min', 1),
+    ('cpword', 'tokens.velocity_max', 127),
+    ('cpword', 'tokens.durations', 'grid'),
 )
 
 

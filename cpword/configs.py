@@ -7,12 +7,23 @@ r"""Compound Word Transformer (and REMI) configs.
       --config.representation=remi --config.model.relative=True
 
 Variants: 'tiny' (seconds on a CPU, synthetic data), 'small' (CPU-sized, Pop1K7), 'paper'
-(12 layers, d_model 512, 8 heads, ffn 2048, dropout 0.1, Adam 1e-4, batch 4, clip 3). Add
-'_remi' for the REMI representation, '_emotion' for EMOPIA with emotion conditioning
-('small_remi', 'small_emotion', ...). `dataset`: 'pop1k7' | 'emopia' | 'synthetic' | any MIDI set
-of common.datasets.
-The original CP model used linear attention over whole songs; here attention is softmax (optionally
-relative) over windows of `data.seq_len` words.
+(12 layers, d_model 512, 8 heads, ffn 2048, dropout 0.1, Adam 1e-4, batch 4, clip 3, whole songs
+of up to 3,584 words). Add '_remi' for the REMI representation, '_emotion' for EMOPIA with emotion
+conditioning, '_v1tokens' for this project's first bins (64 tempo bins, 32 velocity bins over
+1..127, durations offset - onset of 1..16 steps, pitch 21..108) instead of the original's
+('small_remi', 'small_emotion', 'small_v1tokens', ...). `dataset`: 'pop1k7' | 'emopia' |
+'synthetic' | any MIDI set of common.datasets.
+
+Where this differs from the original on purpose (docs/cpword.md):
+- attention is softmax (optionally relative) instead of linear, over `data.seq_len` words: random
+  windows of that length (data.whole_songs=False), or whole songs padded to it, as the original
+  (data.whole_songs=True; longer songs are left out, as the original leaves out those of 3,582
+  words or more).
+- generation never attends to more than the `data.seq_len` words the model learned on: past that,
+  the window slides (`sampling.window_stride` words at a time; None: seq_len // 8).
+- `loss`: 'original' (every family's cross-entropy over every real position, IGNORE targets
+  included, summed over the 7 families and divided by 7, 8 with emotion; the original's) or
+  'masked_mean' (each family over the fields its words use, averaged over the families present).
 """
 
 import itertools
@@ -22,14 +33,19 @@ import ml_collections
 from common import configs
 
 SIZES = ('tiny', 'small', 'paper')
-# Every variant: a size, then '_remi' for the REMI representation, then '_emotion' for EMOPIA with
-# emotion conditioning: 'small', 'small_remi', 'small_emotion', 'small_remi_emotion', ...
-VARIANTS = tuple(size + remi + emotion for size, remi, emotion in
-                 itertools.product(SIZES, ('', '_remi'), ('', '_emotion')))
+# Every variant: a size, then '_remi' for the REMI representation, '_emotion' for EMOPIA with
+# emotion conditioning and '_v1tokens' for the first bins: 'small', 'small_remi_emotion', ...
+VARIANTS = tuple(size + remi + emotion + bins for size, remi, emotion, bins in
+                 itertools.product(SIZES, ('', '_remi'), ('', '_emotion'), ('', '_v1tokens')))
+
+# This project's first tokenisation (what pretrained runs before the original's bins used).
+V1_TOKENS = dict(num_tempo_bins=64, pitch_min=21, pitch_max=108, velocity_min=1, velocity_max=127,
+                 num_velocity_bins=32, durations='grid')
 
 
 def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
-  """A named config: 'tiny' | 'small' | 'paper', optionally with '_remi' and/or '_emotion'."""
+  """A named config: 'tiny' | 'small' | 'paper', optionally with '_remi', '_emotion' and/or
+  '_v1tokens'."""
   if variant not in VARIANTS:
     raise configs.unknown_variant('cpword', variant, VARIANTS)
   name = variant.split('_')[0]
@@ -39,16 +55,27 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
                                   dataset='pop1k7')
   c.representation = 'remi' if 'remi' in options else 'cp'
 
+  # The original's bins (tokens.py; CW:dataset/midi2corpus.py:19-27, 142-158).
   c.tokens = ml_collections.ConfigDict(dict(
-      steps_per_beat=4, beats_per_bar=4, tempo_min=32, tempo_step=3, num_tempo_bins=64,
-      pitch_min=21, pitch_max=108, num_velocity_bins=32))
+      steps_per_beat=4, beats_per_bar=4, tempo_min=32, tempo_step=3, num_tempo_bins=65,
+      pitch_min=22, pitch_max=107, velocity_min=40, velocity_max=126, num_velocity_bins=44,
+      durations='original'))
+  if 'v1tokens' in options:
+    c.tokens.update(V1_TOKENS)
 
   c.data = ml_collections.ConfigDict()
   c.data.emotion = False  # EMOPIA: put the clip's quadrant (Q1..Q4) first
   c.data.chords = 'auto'  # 'auto' | 'annotations' | 'recognize' | 'none'
-  c.data.seq_len = 512  # words (CP) or events (REMI) per training window
+  # Words (CP) or events (REMI) the model learns on: per random window, or (whole_songs) the
+  # longest song. Generation reads it: it never attends to more.
+  c.data.seq_len = 512
+  c.data.whole_songs = False
+  # Whole songs: 'longest_first' (the original's fixed order, no shuffling) | 'shuffled'.
+  c.data.song_order = 'longest_first'
   c.data.max_eval_windows = 256
   c.data.num_workers = ml_collections.FieldReference(None, field_type=int)
+
+  c.loss = 'original'  # 'original' | 'masked_mean' (see the module docstring)
 
   c.model = ml_collections.ConfigDict()
   c.model.d_model = 512
@@ -73,6 +100,9 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
         temperature=temperature, top_p=ml_collections.FieldReference(top_p, field_type=float)))
   c.sampling.max_words = 1024
   c.sampling.num_songs = 2
+  # Past data.seq_len words the context window slides by this many words at a time (None:
+  # seq_len // 8): every word is predicted from between seq_len - stride + 1 and seq_len words.
+  c.sampling.window_stride = ml_collections.FieldReference(None, field_type=int)
 
   c.batch_size = 4
   c.learning_rate = 1e-4

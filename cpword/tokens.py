@@ -5,8 +5,15 @@ through its own tempo map, so pieces whose tempo changes every beat (Pop1K7) wor
 
   Bar word; then for every grid position that has a note onset, a tempo change or a chord change:
   a Beat word (position, tempo or CONTI, chord or CONTI) followed by its Note words
-  (pitch, duration in steps clipped to one bar, velocity bin), sorted by (-pitch, duration,
-  velocity).
+  (pitch, duration, velocity bin), sorted by (-pitch, duration, velocity).
+
+Bins (`Vocab`), by default the original's (CW:dataset/midi2corpus.py): tempo the nearest of
+32, 35, .., 224 bpm (65 bins); velocity the nearest of 0, 2, .., 128 with a floor of 40, i.e. the
+nearest of 40, 42, .., 126 (44 bins); duration the raw duration clipped to one bar and rounded to
+16ths, so 0 .. 16 steps (a note shorter than half a step has duration 0 and is written back as
+half a step, as the original's write_midi does); pitch 22..107 (the original dictionary's range;
+notes outside it are dropped and counted). `durations='grid'` with 32 velocity bins over 1..127,
+64 tempo bins and pitch 21..108 is this project's first tokenisation (the `_v1tokens` configs).
 
 A CP word is one int row of `FAMILIES` fields; a field a word does not use holds IGNORE (0). The
 first word is an optional Emotion word (EMOPIA quadrants), the last an EOS word. REMI is the same
@@ -56,6 +63,7 @@ QUALITIES = {
     'o7': (0, 3, 6, 9), '/o7': (0, 3, 6, 10)}
 CHORD_NAMES = tuple(f'{r}_{q}' for r in ROOTS for q in QUALITIES)
 EMOTIONS = ('Q1', 'Q2', 'Q3', 'Q4')
+DURATION_KINDS = ('original', 'grid')
 
 
 class TokenWarning(UserWarning):
@@ -69,11 +77,24 @@ class Vocab:
   beats_per_bar: int = 4
   tempo_min: int = 32  # bpm; bins are tempo_min + tempo_step * i
   tempo_step: int = 3
-  num_tempo_bins: int = 64
-  pitch_min: int = 21  # the 88 piano keys
-  pitch_max: int = 108
-  num_velocity_bins: int = 32
-  ticks_per_beat: int = 480  # only for the MIDI files written
+  num_tempo_bins: int = 65
+  pitch_min: int = 22
+  pitch_max: int = 107
+  velocity_min: int = 40  # bins are round(linspace(velocity_min, velocity_max, num_velocity_bins))
+  velocity_max: int = 126
+  num_velocity_bins: int = 44
+  durations: str = 'original'  # 'original' (raw, rounded: 0..bar) | 'grid' (offset - onset: 1..bar)
+  ticks_per_beat: int = 480  # the original's grid; the MIDI files written
+
+  def __post_init__(self):
+    if self.durations not in DURATION_KINDS:
+      raise UserError(f'tokens.durations={self.durations!r}: use one of '
+                      f'{", ".join(map(repr, DURATION_KINDS))}')
+    if not 1 <= self.num_velocity_bins <= self.velocity_max - self.velocity_min + 1:
+      raise UserError(f'tokens: {self.num_velocity_bins} velocity bins do not fit '
+                      f'{self.velocity_min}..{self.velocity_max}')
+    if not 0 <= self.pitch_min <= self.pitch_max <= 127:
+      raise UserError(f'tokens: pitch range {self.pitch_min}..{self.pitch_max} is not in 0..127')
 
   @property
   def steps_per_bar(self) -> int:
@@ -85,7 +106,20 @@ class Vocab:
 
   @property
   def velocity_values(self) -> np.ndarray:
-    return np.round(np.linspace(1, 127, self.num_velocity_bins)).astype(np.int64)
+    return np.round(np.linspace(self.velocity_min, self.velocity_max,
+                                self.num_velocity_bins)).astype(np.int64)
+
+  @property
+  def min_duration(self) -> int:
+    """The shortest duration in steps (0 for the original's durations, else 1)."""
+    return 0 if self.durations == 'original' else 1
+
+  def duration_value(self, steps: np.ndarray) -> np.ndarray:
+    """Duration family value(s) of durations in steps (min_duration..steps_per_bar)."""
+    return np.asarray(steps) + 1 - self.min_duration
+
+  def duration_steps(self, value: int) -> int:
+    return value - 1 + self.min_duration
 
   @property
   def family_sizes(self) -> dict[str, int]:
@@ -95,7 +129,7 @@ class Vocab:
         'tempo': 2 + self.num_tempo_bins,
         'chord': 3 + len(CHORD_NAMES),
         'pitch': 1 + self.pitch_max - self.pitch_min + 1,
-        'duration': 1 + self.steps_per_bar,
+        'duration': 2 + self.steps_per_bar - self.min_duration,
         'velocity': 1 + self.num_velocity_bins,
         'emotion': 1 + len(EMOTIONS),
     }
@@ -140,14 +174,14 @@ class Vocab:
       raise UserError(f'{path}: cannot read the vocabulary ({e})') from None
 
 
-# ------------------------------------------------------------------------------------------------
-# Names of values (for printing and for chord annotations).
-
-
-
 def vocab_from_config(config) -> Vocab:
   """The Vocab a cpword config's `tokens` section describes."""
   return Vocab(**config.tokens.to_dict())
+
+
+# ------------------------------------------------------------------------------------------------
+# Names of values (for printing and for chord annotations).
+
 
 def chord_name(value: int) -> str:
   if value == CHORD_NONE:
@@ -284,9 +318,20 @@ def encode_cp(seq: NoteSequence, vocab: Vocab = Vocab(), *, emotion: str | None 
            if not n.is_drum and vocab.pitch_min <= n.pitch <= vocab.pitch_max
            and n.end_time > n.start_time]
   pitch = np.array([n.pitch for n in notes], np.int64)
-  on = np.round(tempo_map.to_beats(np.array([n.start_time for n in notes])) * spb).astype(np.int64)
-  off = np.round(tempo_map.to_beats(np.array([n.end_time for n in notes])) * spb).astype(np.int64)
-  dur = np.clip(off - on, 1, bar)
+  start_beats = tempo_map.to_beats(np.array([n.start_time for n in notes]))
+  end_beats = tempo_map.to_beats(np.array([n.end_time for n in notes]))
+  if vocab.durations == 'original':
+    # The original reads integer ticks (480 per beat) and rounds ticks / 120: snapping to the tick
+    # grid first makes a note exactly half a step off the grid round as it does there (to even).
+    start_beats = np.round(start_beats * vocab.ticks_per_beat) / vocab.ticks_per_beat
+    end_beats = np.round(end_beats * vocab.ticks_per_beat) / vocab.ticks_per_beat
+  on = np.round(start_beats * spb).astype(np.int64)
+  if vocab.durations == 'original':
+    # The raw duration, clipped to a bar, then rounded (CW:dataset/midi2corpus.py:154-158).
+    dur = np.round(np.minimum((end_beats - start_beats) * spb, bar)).astype(np.int64)
+  else:
+    off = np.round(end_beats * spb).astype(np.int64)
+    dur = np.clip(off - on, 1, bar)
   vel = _nearest(vocab.velocity_values, np.array([n.velocity for n in notes], np.int64)) + 1
 
   tempo_steps = np.round(tempo_map.to_beats(tempo_map.times) * spb).astype(np.int64)
@@ -306,7 +351,7 @@ def encode_cp(seq: NoteSequence, vocab: Vocab = Vocab(), *, emotion: str | None 
   notes_at: dict[int, list[tuple[int, int, int]]] = {}
   for i in order:
     notes_at.setdefault(int(on[i]), []).append(
-        (int(pitch[i] - vocab.pitch_min + 1), int(dur[i]), int(vel[i])))
+        (int(pitch[i] - vocab.pitch_min + 1), int(vocab.duration_value(dur[i])), int(vel[i])))
 
   words = []
   if emotion is not None:
@@ -328,6 +373,13 @@ def encode_cp(seq: NoteSequence, vocab: Vocab = Vocab(), *, emotion: str | None 
   if eos:
     words.append(make_word(type=TYPE_EOS))
   return np.array(words, np.int32).reshape(-1, NUM_FAMILIES)
+
+
+def count_out_of_range(seq: NoteSequence, vocab: Vocab = Vocab()) -> tuple[int, int]:
+  """(pitched notes, of them outside the vocabulary's pitch range): what encode_cp drops."""
+  pitched = [n.pitch for n in seq.notes if not n.is_drum and n.end_time > n.start_time]
+  outside = sum(not vocab.pitch_min <= p <= vocab.pitch_max for p in pitched)
+  return len(pitched), outside
 
 
 def make_word(**fields: int) -> list[int]:
@@ -413,7 +465,8 @@ def decode_cp(words: np.ndarray, vocab: Vocab = Vocab()) -> NoteSequence:
       if w[F['chord']] != CONTI:
         chord_changes[onset] = w[F['chord']]
     elif t == TYPE_NOTE:
-      notes.append((onset, w[F['pitch']] + vocab.pitch_min - 1, w[F['duration']],
+      notes.append((onset, w[F['pitch']] + vocab.pitch_min - 1,
+                    vocab.duration_steps(w[F['duration']]),
                     int(vocab.velocity_values[w[F['velocity']] - 1])))
   tempo_changes = _dedupe(tempo_changes)
   if 0 not in tempo_changes:
@@ -440,7 +493,9 @@ def decode_cp(words: np.ndarray, vocab: Vocab = Vocab()) -> NoteSequence:
   for onset, pitch, dur, vel in notes:
     note = seq.notes.add()
     note.pitch, note.velocity = pitch, vel
-    note.start_time, note.end_time = seconds(onset), seconds(onset + dur)
+    # A 0-step duration (the original's durations) is written as half a step, as the original's
+    # write_midi writes 60 ticks.
+    note.start_time, note.end_time = seconds(onset), seconds(onset + max(dur, 0.5))
     note.instrument, note.program = 0, 0
   kind = midi.music_pb2.NoteSequence.TextAnnotation.CHORD_SYMBOL
   for step, value in sorted(_dedupe(chord_changes).items()):

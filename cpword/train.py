@@ -1,9 +1,17 @@
 """Training task of the Compound Word Transformer (CP) and of the REMI baseline.
 
-A dataset is tokenised once per process (CP words or REMI events per song), then training takes
-random windows of seq_len + 1 tokens. CP loss: the mean over families of each family's cross-entropy
-over its non-ignored fields, with the field heads teacher-forced on the target type; REMI loss:
-cross-entropy over non-padding events. Evaluation reports the same per family on fixed windows.
+A dataset is tokenised once per process (CP words or REMI events per song). Training takes random
+windows of seq_len + 1 tokens, or (data.whole_songs) whole songs padded to seq_len + 1, as the
+original: songs longer than that are left out, and by default batches come in the original's
+fixed order, longest songs first (data.song_order). Padding is 0, so a target whose type (CP) or
+event (REMI) is 0 is padding.
+
+CP loss (config.loss): 'original' (CW:workspace/uncond/cp-linear/main-cp.py:295-330, 587): each
+family's cross-entropy over every real position, IGNORE targets included, the 7 families summed
+and divided by 7 (8 with emotion); 'masked_mean': each family's cross-entropy over the fields its
+words use, averaged over the families present. The field heads are teacher-forced on the target
+type. REMI loss: cross-entropy over non-padding events. Evaluation reports the same per family,
+and the NLL per note, on fixed windows.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import re
 from typing import Iterator
 
 from flax import nnx
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,6 +41,8 @@ from cpword import sample
 from cpword import tokens
 
 _EMOTION_IN_NAME = re.compile(r'^(Q[1-4])_')
+LOSSES = ('original', 'masked_mean')
+SONG_ORDERS = ('longest_first', 'shuffled')
 
 
 build_model = model_lib.build_model
@@ -142,30 +153,83 @@ def _window_transform(seq_len: int, vocab: tokens.Vocab):
   return transform
 
 
-def eval_windows(songs: tuple[np.ndarray, ...], seq_len: int, max_windows: int) -> list[np.ndarray]:
-  """Consecutive windows of seq_len + 1 tokens (overlapping by one), padded with 0."""
+def pad_song(song: np.ndarray, length: int) -> np.ndarray:
+  """A song (N[, F]) padded with 0 (padding) to `length` tokens."""
+  pad = [(0, length - len(song))] + [(0, 0)] * (song.ndim - 1)
+  return np.pad(song, pad).astype(np.int32)
+
+
+def whole_songs(songs: tuple[np.ndarray, ...], seq_len: int) -> list[np.ndarray]:
+  """The songs that fit one sequence of seq_len + 1 tokens (seq_len predictions), as the original
+  keeps only songs shorter than MAX_LEN - 2 (CW:dataset/representations/uncond/cp/compile.py)."""
+  return [song for song in songs if len(song) <= seq_len + 1]
+
+
+def eval_windows(songs: tuple[np.ndarray, ...], seq_len: int, max_windows: int,
+                 vocab: tokens.Vocab | None = None) -> list[np.ndarray]:
+  """Consecutive windows of seq_len + 1 tokens (overlapping by one), padded with 0.
+
+  With `vocab`, a song that starts with an emotion token keeps it first in every window (and the
+  rest of each window is seq_len consecutive tokens), as in training: every window carries the
+  condition.
+  """
   windows = []
   for song in songs:
-    for start in range(0, max(len(song) - 1, 1), seq_len):
-      window = song[start:start + seq_len + 1]
-      pad = [(0, seq_len + 1 - len(window))] + [(0, 0)] * (song.ndim - 1)
-      windows.append(np.pad(window, pad).astype(np.int32))
+    if vocab is not None and starts_with_emotion(song, vocab):
+      # [emotion] + seq_len tokens: every token after the emotion is a target once.
+      cuts = [np.concatenate([song[:1], song[1 + start:1 + start + seq_len]])
+              for start in range(0, max(len(song) - 1, 1), seq_len)]
+    else:
+      cuts = [song[start:start + seq_len + 1] for start in range(0, max(len(song) - 1, 1), seq_len)]
+    for window in cuts:
+      windows.append(pad_song(window, seq_len + 1))
       if len(windows) >= max_windows:
         return windows
   return windows
 
 
+def _ordered_iterator(songs: list[np.ndarray], seq_len: int, batch_size: int,
+                      process_index: int, process_count: int) -> Iterator[dict]:
+  """The original's batches: songs longest first, batch b = songs [bB, bB + B) in every epoch,
+  no shuffling; the len % B shortest songs are never used (CW:workspace/uncond/cp-linear/
+  main-cp.py:552-584)."""
+  if batch_size % process_count:
+    raise UserError(f'batch_size {batch_size} must be a multiple of the process count '
+                    f'{process_count}')
+  order = sorted(range(len(songs)), key=lambda i: -len(songs[i]))  # stable: ties keep file order
+  used = len(order) // batch_size * batch_size
+  if not used:
+    raise UserError(f'cpword: {len(songs)} whole songs, fewer than one batch of {batch_size}')
+  ds = grain.MapDataset.range(used).repeat(None).map(
+      lambda i: {'tokens': pad_song(songs[order[i % used]], seq_len + 1)})
+  ds = ds.batch(batch_size // process_count, drop_remainder=True)
+  ds = ds.slice(slice(process_index, None, process_count))
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+
+
 def train_iterator(config, process_index: int, process_count: int) -> Iterator[dict]:
   songs = tokenized_dataset(config, 'train')
+  seq_len = config.data.seq_len
+  if config.data.get('whole_songs'):
+    kept = whole_songs(songs, seq_len)
+    logging.info('cpword: %d of %d training songs fit %d tokens', len(kept), len(songs),
+                 seq_len + 1)
+    if config.data.get('song_order', 'longest_first') == 'longest_first':
+      return _ordered_iterator(kept, seq_len, config.batch_size, process_index, process_count)
+    return pipeline.make_train_iterator(
+        kept, lambda song, rng: {'tokens': pad_song(song, seq_len + 1)},
+        batch_size=config.batch_size, seed=config.seed, process_index=process_index,
+        process_count=process_count)
   return pipeline.make_train_iterator(
-      songs, _window_transform(config.data.seq_len, tokens.vocab_from_config(config)),
+      songs, _window_transform(seq_len, tokens.vocab_from_config(config)),
       batch_size=config.batch_size,
       seed=config.seed, process_index=process_index, process_count=process_count)
 
 
 def eval_batches(config, process_index: int, process_count: int):
   songs = tokenized_dataset(config, 'valid')
-  windows = eval_windows(songs, config.data.seq_len, config.data.max_eval_windows)
+  windows = eval_windows(songs, config.data.seq_len, config.data.max_eval_windows,
+                         tokens.vocab_from_config(config))
   return pipeline.make_eval_batches(windows, lambda w: {'tokens': w},
                                     batch_size=config.batch_size, process_index=process_index,
                                     process_count=process_count)
@@ -176,22 +240,32 @@ def eval_batches(config, process_index: int, process_count: int):
 
 
 def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
-                  weight_B: jax.Array | None = None, note_range: tuple[int, int] | None = None
+                  weight_B: jax.Array | None = None, note_range: tuple[int, int] | None = None,
+                  *, loss: str = 'original', emotion: bool = False
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(loss, metrics) of a batch of windows (B, T+1[, F]); target 0 = ignored.
+  """(loss, metrics) of a batch of windows (B, T+1[, F]); a target whose first field is 0 is
+  padding.
 
-  CP: loss = mean over the families present in the batch of their mean cross-entropy.
+  loss 'original': every family's mean cross-entropy over the real positions (IGNORE targets
+  count), summed over the families and divided by their number: 7, or 8 with `emotion` (the
+  emotion family is left out without it). 'masked_mean': each family's mean over its non-IGNORE
+  targets, averaged over the families present in the batch. The metrics hold 'ce' (the loss),
+  per family 'ce_<family>' and 'acc_<family>' over the fields the words use.
   With `note_range` (see `note_onset_range`) the metrics also hold 'nll_per_window', the summed
-  cross-entropy of every predicted field or event, and 'notes_per_window', the number of note
+  cross-entropy of every used field or event, and 'notes_per_window', the number of note
   targets, each averaged over the batch's (weighted) windows: sums per window, so that the
   training loop's weighted means over batches stay exact and their ratio is nats per note.
   """
+  if loss not in LOSSES:
+    raise UserError(f"config.loss={loss!r}: use one of {', '.join(map(repr, LOSSES))}")
   if tokens_BT.ndim == 2:
     tokens_BT = tokens_BT[..., None]
   inputs_BTF, targets_BTF = tokens_BT[:, :-1], tokens_BT[:, 1:]
   logits = model(inputs_BTF, targets_BTF[..., 0])
   weight_B = jnp.ones(tokens_BT.shape[0]) if weight_B is None else weight_B
-  metrics, total, present, nll = {}, 0.0, 0.0, 0.0
+  real_BT = (targets_BTF[..., 0] != 0) * weight_B[:, None]
+  num_real = jnp.maximum(jnp.sum(real_BT), 1.0)
+  metrics, total, present, nll, original = {}, 0.0, 0.0, 0.0, []
   for i, family in enumerate(model.families):
     target_BT = targets_BTF[..., i]
     mask_BT = (target_BT != tokens.IGNORE) * weight_B[:, None]
@@ -205,8 +279,13 @@ def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
     total += ce * (count > 0)
     present += (count > 0)
     nll += jnp.sum(ce_BT * mask_BT)
-  loss = total / jnp.maximum(present, 1.0)
-  metrics['ce'] = loss
+    if family.name != 'emotion' or emotion:
+      original.append(jnp.sum(ce_BT * real_BT) / num_real)
+  if loss == 'original':
+    value = sum(original) / len(original)
+  else:
+    value = total / jnp.maximum(present, 1.0)
+  metrics['ce'] = value
   if note_range is not None:
     first_BT = targets_BTF[..., 0]
     is_note_BT = (first_BT >= note_range[0]) & (first_BT < note_range[1])
@@ -214,12 +293,17 @@ def family_losses(model: model_lib.Transformer, tokens_BT: jax.Array,
     per_window = jnp.where(windows > 0, 1.0 / jnp.maximum(windows, 1e-9), 0.0)
     metrics['nll_per_window'] = nll * per_window
     metrics['notes_per_window'] = jnp.sum(is_note_BT * weight_B[:, None]) * per_window
-  return loss, metrics
+  return value, metrics
 
 
-def loss_fn(model, batch, rng, step):
-  del rng, step  # dropout draws from the model's own RNG stream, which the loop carries
-  return family_losses(model, jnp.asarray(batch['tokens']))
+def make_loss_fn(config: ml_collections.ConfigDict):
+  """loss_fn(model, batch, rng, step) for common.training: config.loss of the batch."""
+  kind, emotion = config.get('loss', 'original'), bool(config.data.get('emotion', False))
+
+  def loss_fn(model, batch, rng, step):
+    del rng, step  # dropout draws from the model's own RNG stream, which the loop carries
+    return family_losses(model, jnp.asarray(batch['tokens']), loss=kind, emotion=emotion)
+  return loss_fn
 
 
 def note_onset_range(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -236,9 +320,12 @@ def make_eval_fn(config: ml_collections.ConfigDict):
   counts whose ratio is nats per note (comparable between CP and REMI)."""
   notes = note_onset_range(config)
 
+  kind, emotion = config.get('loss', 'original'), bool(config.data.get('emotion', False))
+
   def eval_fn(model, batch, rng):
     del rng
-    _, metrics = family_losses(model, jnp.asarray(batch['tokens']), batch['weight'], notes)
+    _, metrics = family_losses(model, jnp.asarray(batch['tokens']), batch['weight'], notes,
+                               loss=kind, emotion=emotion)
     return metrics
   return eval_fn
 
@@ -252,8 +339,14 @@ def sample_hook(config: ml_collections.ConfigDict, model, step: int, workdir: st
 
 def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
   """The TrainTask; data is tokenised lazily, on the first call of an iterator."""
-  model_lib.families_from_config(config)  # fail early on a bad representation
+  model_lib.families_from_config(config)  # fail early on a bad representation or bins
+  if config.get('loss', 'original') not in LOSSES:
+    raise UserError(f"config.loss={config.loss!r}: use one of {', '.join(map(repr, LOSSES))}")
+  order = config.data.get('song_order', 'longest_first')
+  if order not in SONG_ORDERS:
+    raise UserError(f"config.data.song_order={order!r}: use one of "
+                    f"{', '.join(map(repr, SONG_ORDERS))}")
   return training.TrainTask(
-      build_model=build_model, loss_fn=loss_fn, train_iterator=train_iterator,
+      build_model=build_model, loss_fn=make_loss_fn(config), train_iterator=train_iterator,
       eval_fn=make_eval_fn(config), eval_batches=eval_batches,
       sample_hook=functools.partial(sample_hook, config))

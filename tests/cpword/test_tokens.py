@@ -208,3 +208,106 @@ def test_remi_grammar_accepts_real_event_streams_and_forbids_broken_notes():
   bar = vocab.remi_ranges['bar_beat'][0]
   tempo = vocab.remi_ranges['tempo'][0]
   assert not allowed[bar, tempo] and allowed[bar + 1, tempo]  # Tempo only after a Position
+
+
+# ------------------------------------------------------------------------------------------------
+# The original's bins (CW:dataset/midi2corpus.py:19-27, 142-158), computed here as it does.
+
+_ORIGINAL_VELOCITY_BINS = np.linspace(0, 128, 65).astype(int)
+_ORIGINAL_BPM_BINS = np.linspace(32, 224, 65).astype(int)
+DICTIONARY = os.path.join(os.path.dirname(POP1K7), 'representations', 'uncond', 'cp',
+                          'ailab17k_from-scratch_cp', 'dictionary.pkl')
+
+
+def _one_note_per_bar(values, **fields):
+  """A piece at 119 qpm (a bin) with note i at bar i; kind: what `values` are (velocities or
+  durations in ticks of 480 per beat); qpm: another tempo."""
+  seq = midi.NoteSequence()
+  seq.tempos.add(time=0.0, qpm=fields.get('qpm', 119.0))
+  step = 15.0 / fields.get('qpm', 119.0)
+  for i, value in enumerate(values):
+    velocity = value if fields.get('kind') == 'velocity' else 64
+    ticks = value if fields.get('kind') == 'duration' else 240
+    seq.notes.add(pitch=60, velocity=velocity, start_time=16 * i * step,
+                  end_time=16 * i * step + ticks / 120 * step)
+  return seq
+
+
+def test_velocities_are_binned_as_the_original():
+  velocities = list(range(1, 128))
+  back = tokens.decode_cp(tokens.encode_cp(_one_note_per_bar(velocities, kind='velocity'), VOCAB),
+                          VOCAB)
+  want = [max(40, int(_ORIGINAL_VELOCITY_BINS[np.argmin(abs(_ORIGINAL_VELOCITY_BINS - v))]))
+          for v in velocities]
+  assert [n.velocity for n in sorted(back.notes, key=lambda n: n.start_time)] == want
+  assert VOCAB.family_sizes['velocity'] == 1 + 44  # 40, 42, .., 126
+
+
+def test_durations_are_the_raw_durations_rounded_as_the_original():
+  ticks = list(range(0, 2400, 7)) + [60, 180, 1920, 1980]  # ties at half a step round to even
+  ticks = [t for t in ticks if t > 0]
+  seq = _one_note_per_bar(ticks, kind='duration')
+  words = tokens.encode_cp(seq, VOCAB)
+  got = words[words[:, tokens.F['type']] == tokens.TYPE_NOTE, tokens.F['duration']]
+  want = [int(np.round(min(t, 1920) / 120)) for t in ticks]  # in 16ths: 0..16
+  assert (got - 1).tolist() == want
+  back = tokens.decode_cp(words, VOCAB)
+  lengths = [round((n.end_time - n.start_time) / (15.0 / 119.0), 6)
+             for n in sorted(back.notes, key=lambda n: n.start_time)]
+  assert lengths == [max(w, 0.5) for w in want]  # 0 is written as half a step, as the original
+  np.testing.assert_array_equal(tokens.encode_cp(back, VOCAB), words)
+  assert VOCAB.family_sizes['duration'] == 18  # IGNORE + 0..16 steps, the original's 18
+
+
+def test_tempos_are_binned_as_the_original():
+  for qpm in np.linspace(20.0, 240.0, 221):
+    words = tokens.encode_cp(_one_note_per_bar([0], qpm=float(qpm)), VOCAB)
+    want = _ORIGINAL_BPM_BINS[np.argmin(abs(_ORIGINAL_BPM_BINS - qpm))]
+    assert VOCAB.tempo_values[words[1, tokens.F['tempo']] - 2] == want, qpm
+  assert VOCAB.family_sizes['tempo'] == 2 + 65
+
+
+def test_every_value_of_the_original_dictionary_has_its_own_value_here():
+  if not os.path.exists(DICTIONARY):
+    pytest.skip(f'the original dictionary is not at {DICTIONARY}')
+  import pickle  # pylint: disable=g-import-not-at-top
+  with open(DICTIONARY, 'rb') as f:
+    event2word, _ = pickle.load(f)
+  values = {family: sorted(int(str(e).rsplit('_', 1)[1]) for e in events if e not in (0, 'CONTI'))
+            for family, events in event2word.items() if family in ('tempo', 'pitch', 'duration',
+                                                                   'velocity')}
+  assert set(values['tempo']) <= set(VOCAB.tempo_values.astype(int).tolist())
+  assert set(values['velocity']) <= set(VOCAB.velocity_values.tolist())
+  assert values['duration'] == [120 * s for s in range(17)]
+  assert values['pitch'] == list(range(VOCAB.pitch_min, VOCAB.pitch_max + 1))
+  sizes = VOCAB.family_sizes
+  for ours, theirs in (('pitch', 'pitch'), ('duration', 'duration'), ('chord', 'chord'),
+                       ('bar_beat', 'bar-beat')):
+    assert sizes[ours] == len(event2word[theirs]), ours
+
+
+def test_v1_tokens_are_the_first_tokenisation():
+  from cpword import configs  # pylint: disable=g-import-not-at-top
+  vocab = tokens.vocab_from_config(configs.get_config('small_v1tokens'))
+  assert vocab.family_sizes == {'type': 5, 'bar_beat': 18, 'tempo': 66, 'chord': 135,
+                                'pitch': 89, 'duration': 17, 'velocity': 33, 'emotion': 5}
+  seq = _piece([(0, 4, 60, 1), (1, 40, 21, 127), (2, 1, 108, 64)], {0: 119.0})
+  words = tokens.encode_cp(seq, vocab)
+  notes = words[words[:, tokens.F['type']] == tokens.TYPE_NOTE]
+  assert notes[:, tokens.F['duration']].tolist() == [4, 16, 1]  # offset - onset, clipped, >= 1
+  assert sorted(notes[:, tokens.F['velocity']].tolist()) == [1, 16, 32]
+
+
+def test_notes_outside_the_pitch_range_are_counted():
+  seq = _piece([(0, 4, 21, V), (1, 4, 60, V), (2, 4, 108, V)], {0: 119.0})
+  seq.notes.add(pitch=36, velocity=V, start_time=0.0, end_time=0.5, is_drum=True)
+  assert tokens.count_out_of_range(seq, VOCAB) == (3, 2)
+  assert len(tokens.decode_cp(tokens.encode_cp(seq, VOCAB), VOCAB).notes) == 1
+
+
+def test_bad_bins_are_user_errors():
+  from common.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match='durations'):
+    tokens.Vocab(durations='raw')
+  with pytest.raises(UserError, match='velocity bins'):
+    tokens.Vocab(num_velocity_bins=100)
