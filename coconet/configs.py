@@ -2,7 +2,7 @@ r"""Coconet configs: get_config('tiny' | 'small' | 'doodle' | 'paper').
 
   # seconds on a CPU; a smoke test (bach_music21 from music21's bundled corpus, 20 chorales)
   python -m experiments.train --config=coconet/configs.py:tiny --workdir=runs/coconet_tiny
-  # about an hour on a 2-core CPU and learns (JSB chorales, dilated separable 16 x 48)
+  # about an hour on a 2-core CPU and learns (JSB chorales, dilated separable 15 x 48)
   python -m experiments.train --config=coconet/configs.py:small --workdir=runs/coconet_small
   # the Bach Doodle model: 33 layers x 128, depthwise-separable and dilated
   python -m experiments.train --config=coconet/configs.py:doodle --workdir=runs/coconet_doodle
@@ -45,6 +45,9 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   config.sample_every_steps = 5000
   config.crop_len = 64
   config.mask = 'orderless'  # or 'bernoulli'
+  # Magenta's objective (the cross-entropy of every variable, rescaled), or 'magenta_mask',
+  # 'rescaled_masked' (this code's earlier loss); coconet/train.py says what each is.
+  config.loss = 'magenta_total'
   config.transpose_max = 0  # random transposition augmentation, +- semitones (0 = off)
   config.eval_split = 'valid'
   config.eval_max_windows = config_dict.placeholder(int)  # None = the whole eval split
@@ -56,8 +59,19 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   config.model.num_layers = 64
   config.model.num_filters = 128
   config.model.separable = False
-  # (time, pitch) rates the middle 3x3 layers cycle through when architecture == 'dilated'.
+  # (time, pitch) rates the middle 3x3 layers cycle through when architecture == 'dilated': one
+  # dilation block of Magenta's lib_hparams.Dilated for crops of 32 steps
+  # (model.magenta_dilation_block(32)); num_layers = 1 + 6 * blocks + 2 is Magenta's
+  # num_dilation_blocks = blocks.
   config.model.dilation = ((1, 1), (2, 2), (4, 4), (8, 8), (16, 16), (16, 32))
+  # As Magenta's lib_graph computes (coconet/model.py says what each does; the defaults are the
+  # original's, older runs keep what they were trained with through common/configs.py):
+  config.model.residual = 'post_relu'  # or 'pre_relu_sum' (this code's before), 'none'
+  config.model.batch_norm_epsilon = 1e-7
+  config.model.num_initial_regular_conv_layers = 2  # separable convs start at this layer
+  config.model.separable_bias = True  # tf.layers.separable_conv2d's bias
+  config.model.separable_final_layers = True  # the two 2x2 layers are separable too
+  config.model.mask_indicates_context = False  # True: the mask channels are 1 - mask
   return config
 
 
@@ -94,7 +108,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.sample_len = 32
     config.sample_gibbs_steps = 64
     config.model.architecture = 'dilated'
-    config.model.num_layers = 16
+    config.model.num_layers = 15  # 2 dilation blocks
     config.model.num_filters = 48
     config.model.separable = True
   elif variant == 'doodle':
@@ -102,7 +116,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.learning_rate = 1e-3
     config.sample_len = 32
     config.model.architecture = 'dilated'
-    config.model.num_layers = 33
+    config.model.num_layers = 33  # 5 dilation blocks
     config.model.num_filters = 128
     config.model.separable = True
   return config

@@ -1,24 +1,36 @@
 """Coconet's convolutional network (Huang et al. 2017) and the Bach Doodle variant (2019).
 
 The input is 8 channels over a (time, pitch) image: the 4 voice piano rolls with the hidden
-variables zeroed, roll * (1 - mask), and the 4 masks broadcast over pitch. The output is one logit
-per (time, pitch, voice); a softmax over pitch gives each voice's distribution at each step.
+variables zeroed, roll * (1 - mask), and the 4 masks broadcast over pitch (mask 1 = to predict;
+mask_indicates_context=True feeds 1 - mask instead, as Magenta's option of that name). The output
+is one logit per (time, pitch, voice); a softmax over pitch gives each voice's distribution at
+each step.
 
 Layout is channels-last, x_BTPC, which XLA's CPU convolutions run fastest.
 
-Layers (num_layers = L in total):
+Layers (num_layers = L in total), as Magenta's lib_hparams.Straight / Dilated build them:
   0       3x3 conv 8 -> F
-  1..L-3  3x3 conv F -> F  (optionally dilated, optionally depthwise-separable)
+  1..L-3  3x3 conv F -> F  (dilated: cycling through one block's (time, pitch) rates)
   L-2     2x2 conv F -> F
   L-1     2x2 conv F -> 4  (the logits; no ReLU)
-Every conv is followed by batch norm (scale initialised to 0.1, as in the original), a residual
-connection adds the pre-activation of two layers earlier (layers 2, 4, ... up to L-2), and ReLU
-follows every layer but the last. Convs are He-normal initialised, SAME padded, bias-free (batch
-norm's offset plays the bias).
+With `separable`, every layer from `num_initial_regular_conv_layers` on (the two 2x2 layers
+included) is depthwise-separable: a depthwise conv, a pointwise 1x1 conv and a bias. Every layer
+ends in batch norm (scale initialised to 0.1, epsilon 1e-7, as the original); a regular conv has
+no bias (batch norm's offset plays it). The residual (residual='post_relu', Magenta's
+lib_graph.py): layer i, for even i >= 2 other than the last, adds the post-ReLU output of layer
+i - 2 after its batch norm and before its ReLU, when the channel counts match. ReLU follows every
+layer but the last. Convs are He-normal initialised and SAME padded (even kernels: 0 before, 1
+after, as TensorFlow pads them).
+
+Settings that reproduce what this module computed before it matched Magenta (checkpoints trained
+then keep them through common.configs._LEGACY_DEFAULTS): residual='pre_relu_sum' (a running sum
+of pre-activations every 2 layers), batch_norm_epsilon=1e-5, num_initial_regular_conv_layers=1,
+separable_bias=False, separable_final_layers=False.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Sequence
 
 from flax import nnx
@@ -26,9 +38,30 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from common.errors import UserError
 from coconet import data
 
 DOODLE_DILATION = ((1, 1), (2, 2), (4, 4), (8, 8), (16, 16), (16, 32))
+RESIDUALS = ('post_relu', 'pre_relu_sum', 'none')
+
+
+def magenta_dilation_block(crop_len: int, num_pitches: int = data.NUM_PITCHES, *,
+                           dilate_time_only: bool = False,
+                           repeat_last_dilation_level: bool = False) -> tuple[tuple[int, int], ...]:
+  """One dilation block's (time, pitch) rates, as Magenta's lib_hparams.Dilated derives them
+  from the training crop length: levels 0..max(ceil(log2 T) - 1, ceil(log2 P) - 1) (one more with
+  repeat_last_dilation_level), each axis capped at its own maximum level. T = 32 gives
+  DOODLE_DILATION."""
+  def max_level(length: int) -> int:
+    return int(math.ceil(math.log2(length))) - 1
+
+  time_max, pitch_max = max_level(crop_len), max_level(num_pitches)
+  top = max(time_max, pitch_max) + (1 if repeat_last_dilation_level else 0)
+  rates = []
+  for level in range(top + 1):
+    time_rate = 2**min(level, time_max)
+    rates.append((time_rate, 1) if dilate_time_only else (time_rate, 2**min(level, pitch_max)))
+  return tuple(rates)
 
 
 def _same_pads(kernel_hw: tuple[int, int], dilation: tuple[int, int]) -> list[tuple[int, int]]:
@@ -138,11 +171,16 @@ class DepthwiseConv(nnx.Module):
 
 
 class ConvBN(nnx.Module):
-  """A conv (plain or depthwise-separable, optionally dilated) followed by batch norm."""
+  """A conv (plain, or depthwise-separable with an optional bias), optionally dilated, then
+  batch norm."""
 
   def __init__(self, in_features: int, out_features: int, kernel: tuple[int, int], *,
-               dilation: tuple[int, int] = (1, 1), separable: bool = False, rngs: nnx.Rngs):
+               dilation: tuple[int, int] = (1, 1), separable: bool = False,
+               separable_bias: bool = True, epsilon: float = 1e-7, rngs: nnx.Rngs):
     he_normal = nnx.initializers.he_normal()
+    # tf.layers.separable_conv2d's bias, which Magenta keeps before batch norm.
+    self.bias = (nnx.Param(jnp.zeros((out_features,), jnp.float32))
+                 if separable and separable_bias else None)
     if separable:
       # Depthwise (one filter per channel) then pointwise 1x1: ~9x fewer weights and flops.
       self.depthwise = DepthwiseConv(in_features, kernel, dilation=dilation,
@@ -153,12 +191,15 @@ class ConvBN(nnx.Module):
       self.conv = Conv(in_features, out_features, kernel, dilation=dilation,
                        kernel_init=he_normal, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, scale_init=nnx.initializers.constant(0.1),
-                              rngs=rngs)
+                              epsilon=epsilon, rngs=rngs)
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
     if self.depthwise is not None:
       x_BTPC = self.depthwise(x_BTPC)
-    return self.norm(self.conv(x_BTPC))
+    x_BTPC = self.conv(x_BTPC)
+    if self.bias is not None:
+      x_BTPC = x_BTPC + self.bias[...]
+    return self.norm(x_BTPC)
 
 
 def layer_dilations(num_layers: int, dilation: Sequence[Sequence[int]] | None
@@ -177,22 +218,54 @@ class Coconet(nnx.Module):
   def __init__(self, *, num_layers: int, num_filters: int, separable: bool = False,
                dilation: Sequence[Sequence[int]] | None = None,
                num_pitches: int = data.NUM_PITCHES, num_instruments: int = data.NUM_INSTRUMENTS,
+               residual: str = 'post_relu', batch_norm_epsilon: float = 1e-7,
+               num_initial_regular_conv_layers: int = 2, separable_bias: bool = True,
+               separable_final_layers: bool = True, mask_indicates_context: bool = False,
                rngs: nnx.Rngs):
     if num_layers < 4:
       raise ValueError(f'num_layers must be >= 4 (3x3 in, 3x3, 2x2, 2x2 out), got {num_layers}')
+    if residual not in RESIDUALS:
+      raise ValueError(f'residual must be one of {", ".join(RESIDUALS)}, got {residual!r}')
     self.num_pitches, self.num_instruments = num_pitches, num_instruments
+    self.residual = residual
+    self.mask_indicates_context = mask_indicates_context
     dilations = layer_dilations(num_layers, dilation)
     f = num_filters
-    layers = [ConvBN(2 * num_instruments, f, (3, 3), rngs=rngs)]
-    for i in range(1, num_layers - 2):
-      layers.append(ConvBN(f, f, (3, 3), dilation=dilations[i], separable=separable, rngs=rngs))
-    layers.append(ConvBN(f, f, (2, 2), rngs=rngs))
-    layers.append(ConvBN(f, num_instruments, (2, 2), rngs=rngs))
+    shapes = ([(2 * num_instruments, f, (3, 3))] + [(f, f, (3, 3))] * (num_layers - 3)
+              + [(f, f, (2, 2)), (f, num_instruments, (2, 2))])
+    layers = []
+    for i, (cin, cout, kernel) in enumerate(shapes):
+      layer_separable = (separable and i >= num_initial_regular_conv_layers
+                         and (separable_final_layers or i < num_layers - 2))
+      layers.append(ConvBN(cin, cout, kernel, dilation=dilations[i], separable=layer_separable,
+                           separable_bias=separable_bias, epsilon=batch_norm_epsilon, rngs=rngs))
     self.layers = nnx.List(layers)
 
   def __call__(self, roll_BTPI: jax.Array, mask_BTI: jax.Array) -> jax.Array:
     mask_BTPI = jnp.broadcast_to(mask_BTI[:, :, None, :], roll_BTPI.shape).astype(roll_BTPI.dtype)
-    x_BTPC = jnp.concatenate([roll_BTPI * (1.0 - mask_BTPI), mask_BTPI], axis=-1)
+    channel_mask = 1.0 - mask_BTPI if self.mask_indicates_context else mask_BTPI
+    x_BTPC = jnp.concatenate([roll_BTPI * (1.0 - mask_BTPI), channel_mask], axis=-1)
+    if self.residual == 'pre_relu_sum':
+      return self._pre_relu_sum_forward(x_BTPC)
+    num_layers = len(self.layers)
+    # Magenta's residual bookkeeping (lib_graph.py residual_save / apply_residual), period 2.
+    saved, counter = None, -1
+    for i, layer in enumerate(self.layers):
+      counter += 1
+      if self.residual == 'post_relu' and counter % 2 == 1:
+        saved = x_BTPC  # the input of layer i: layer i-1's post-ReLU output
+      x_BTPC = layer(x_BTPC)
+      if saved is not None:
+        if saved.shape[-1] != x_BTPC.shape[-1]:
+          saved, counter = None, 0
+        elif counter % 2 == 0 and 0 < i < num_layers - 1:
+          x_BTPC = x_BTPC + saved
+      if i < num_layers - 1:
+        x_BTPC = nnx.relu(x_BTPC)
+    return x_BTPC
+
+  def _pre_relu_sum_forward(self, x_BTPC: jax.Array) -> jax.Array:
+    """What this module computed before it matched Magenta (checkpoints trained then)."""
     num_layers = len(self.layers)
     residual = None
     for i, layer in enumerate(self.layers):
@@ -207,16 +280,28 @@ class Coconet(nnx.Module):
     return x_BTPC
 
 
+# The model settings build_model reads, with their defaults: the original's behaviour.
+MODEL_DEFAULTS = dict(separable=False, residual='post_relu', batch_norm_epsilon=1e-7,
+                      num_initial_regular_conv_layers=2, separable_bias=True,
+                      separable_final_layers=True, mask_indicates_context=False)
+
+
 def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coconet:
   """Coconet from a config's `model` sub-config (architecture 'straight' | 'dilated')."""
   architecture = model_config.get('architecture', 'straight')
   if architecture not in ('straight', 'dilated'):
-    raise ValueError(f'unknown Coconet architecture {architecture!r}')
+    raise UserError(f'unknown Coconet architecture {architecture!r}; expected straight or '
+                    'dilated')
+  residual = model_config.get('residual', MODEL_DEFAULTS['residual'])
+  if residual not in RESIDUALS:
+    raise UserError(f'--config.model.residual={residual!r}: expected one of '
+                    f'{", ".join(RESIDUALS)}')
   dilation = None
   if architecture == 'dilated':
     dilation = model_config.get('dilation') or DOODLE_DILATION
+  settings = {name: model_config.get(name, default) for name, default in MODEL_DEFAULTS.items()}
   return Coconet(num_layers=model_config.num_layers, num_filters=model_config.num_filters,
-                 separable=model_config.get('separable', False), dilation=dilation, rngs=rngs)
+                 dilation=dilation, rngs=rngs, **settings)
 
 
 # On CPU a forward pass over many pieces runs a few pieces at a time (lax.map over chunks of the

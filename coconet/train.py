@@ -4,6 +4,17 @@ Batches carry pitch indices, 'pitch_index' int32 (B, crop_len, 4) with -1 = sile
 the end of a short piece); the loss builds the one-hot rolls on the device. A training example is a
 random crop of a chorale, optionally transposed by a random number of semitones that keeps every
 note in 36..81.
+
+The loss (config.loss):
+  magenta_total   Magenta's objective (lib_graph.py compute_loss, optimize_mask_only=False, the
+                  default there): masks drawn over all T x 4 variables, silent ones included; the
+                  cross-entropy of EVERY variable, hidden or given, times (T * 4) / (number hidden)
+                  of its piece, summed and divided by (B * T * 4).
+  magenta_mask    the same over the hidden variables only (optimize_mask_only=True).
+  rescaled_masked this code's earlier loss: masks over the sounding variables only, the hidden
+                  ones' cross-entropy times (sounding / hidden) per piece, averaged over pieces
+                  (a per-piece orderless NLL estimate). Runs recorded before `loss` existed keep it.
+The evaluation loss is always rescaled_masked under orderless masks (an NLL estimate).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import numpy as np
 from common import generation
 from common import masking
 from common import training
+from common.errors import UserError
 from coconet import data
 from coconet import model as model_lib
 from coconet import sample as sample_lib
@@ -77,6 +89,50 @@ def _rolls(batch: Batch) -> tuple[jax.Array, jax.Array]:
   return roll_BTPI, idx_BTI >= 0
 
 
+LOSSES = ('magenta_total', 'magenta_mask', 'rescaled_masked')
+
+
+def magenta_losses(logits_BTPI: jax.Array, roll_BTPI: jax.Array, mask_BTI: jax.Array,
+                   lengths_B: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Magenta's loss_total, loss_mask and loss_unmask (lib_graph.py compute_loss, softmax loss,
+  rescale_loss=True); steps at or past a piece's length (default: T) count nowhere."""
+  batch, steps, _, voices = roll_BTPI.shape
+  lengths_B = jnp.full((batch,), steps, jnp.float32) if lengths_B is None else lengths_B
+  pad_BT1 = (jnp.arange(steps)[None, :] < lengths_B[:, None]).astype(jnp.float32)[:, :, None]
+  mask_BTI = pad_BT1 * mask_BTI.astype(jnp.float32)
+  unmask_BTI = pad_BT1 * (1.0 - mask_BTI)
+  ce_BTI = -jnp.sum(jax.nn.log_softmax(logits_BTPI.astype(jnp.float32), axis=2) * roll_BTPI,
+                    axis=2) * pad_BT1
+  variables_B = lengths_B * voices
+  mask_size_B = jnp.sum(mask_BTI, axis=(1, 2))
+  unmask_size_B = jnp.sum(unmask_BTI, axis=(1, 2))
+  rescaled_BTI = ce_BTI * (variables_B / jnp.maximum(mask_size_B, 1.0))[:, None, None]
+  return {
+      'loss_total': jnp.sum(rescaled_BTI) / jnp.sum(variables_B),
+      'loss_mask': jnp.sum(mask_BTI * rescaled_BTI) / jnp.maximum(jnp.sum(mask_size_B), 1.0),
+      'loss_unmask': (jnp.sum(unmask_BTI * rescaled_BTI)
+                      / jnp.maximum(jnp.sum(unmask_size_B), 1.0)),
+  }
+
+
+def training_loss(model: nnx.Module, batch: Batch, rng: jax.Array, mask_kind: str, loss: str
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The training objective `loss` (one of LOSSES) of one batch under fresh masks."""
+  if loss == 'rescaled_masked':
+    return masked_loss(model, batch, rng, mask_kind)
+  if loss not in LOSSES:
+    raise ValueError(f'unknown loss {loss!r}; expected one of {", ".join(LOSSES)}')
+  roll_BTPI, valid_BTI = _rolls(batch)
+  mask_BTI = masking.sample_mask(mask_kind, rng, valid_BTI.shape)  # over every variable
+  logits_BTPI = model(roll_BTPI, mask_BTI)
+  losses = magenta_losses(logits_BTPI, roll_BTPI, mask_BTI)
+  terms = masking.masked_cross_entropy_terms(logits_BTPI, roll_BTPI, mask_BTI, class_axis=2)
+  metrics = dict(losses, ce_per_masked=jnp.sum(terms['ce_sum'])
+                 / jnp.maximum(jnp.sum(terms['num_masked']), 1.0),
+                 mask_fraction=jnp.mean(mask_BTI))
+  return (losses['loss_total'] if loss == 'magenta_total' else losses['loss_mask']), metrics
+
+
 def masked_loss(model: nnx.Module, batch: Batch, rng: jax.Array, mask_kind: str,
                 weight_B: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The rescaled masked cross-entropy of one batch under freshly drawn masks."""
@@ -93,9 +149,13 @@ def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
   def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
     return model_lib.build_model(cfg.model, rngs)
 
+  loss_kind = config.get('loss', 'magenta_total')
+  if loss_kind not in LOSSES:
+    raise UserError(f'--config.loss={loss_kind!r}: expected one of {", ".join(LOSSES)}')
+
   def loss_fn(model, batch, rng, step):
     del step
-    return masked_loss(model, batch, rng, config.mask)
+    return training_loss(model, batch, rng, config.mask, loss_kind)
 
   def train_iterator(cfg, process_index: int, process_count: int) -> Iterator[Batch]:
     from common import pipeline  # pylint: disable=g-import-not-at-top

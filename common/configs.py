@@ -46,6 +46,15 @@ _RENAMED = (
 # what runs recorded before they existed computed: a record without the setting gets the value
 # here, so an older checkpoint keeps computing the function it was trained as. (model, path, value)
 _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    # Coconet before it matched Magenta's lib_graph (coconet/model.py's docstring says what each
+    # computes): pre-activation running-sum residuals, nnx's epsilon, one regular conv first,
+    # bias-free separable convs, regular 2x2 final layers; and its earlier training loss.
+    ('coconet', 'model.residual', 'pre_relu_sum'),
+    ('coconet', 'model.batch_norm_epsilon', 1e-5),
+    ('coconet', 'model.num_initial_regular_conv_layers', 1),
+    ('coconet', 'model.separable_bias', False),
+    ('coconet', 'model.separable_final_layers', False),
+    ('coconet', 'loss', 'rescaled_masked'),
     # cpword before the original's loss and bins (cpword/configs.py's V1_TOKENS; the other bin
     # settings were always recorded).
     ('cpword', 'loss', 'masked_mean'),

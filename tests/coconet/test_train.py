@@ -55,8 +55,9 @@ def test_eval_segments_cover_every_frame():
   assert sum(int((~np.isnan(w)).all(axis=1).sum()) for w in windows) == 13
 
 
-def test_loss_and_eval_fn():
-  config = _tiny_config(crop_len=8)
+@pytest.mark.parametrize('loss_kind', train.LOSSES)
+def test_loss_and_eval_fn(loss_kind):
+  config = _tiny_config(crop_len=8, loss=loss_kind)
   config.model.num_filters = 8  # the shapes the other tests already compiled
   task = train.get_task(config)
   model = task.build_model(config, nnx.Rngs(0))
@@ -64,10 +65,17 @@ def test_loss_and_eval_fn():
                                     for p in _fake_pieces(config, 'train')])}
   loss, metrics = nnx.jit(lambda m, b, r: task.loss_fn(m, b, r, 0))(model, batch,
                                                                     jax.random.key(0))
-  valid = (batch['pitch_index'] >= 0).sum(axis=(1, 2)).mean()
-  # An untrained net is near uniform: about N * log(46) per piece.
-  assert abs(float(loss) / valid - np.log(46)) < 0.5
   assert 0 < float(metrics['mask_fraction']) <= 1
+  # An untrained net is near uniform: about log(46) per hidden note.
+  assert abs(float(metrics['ce_per_masked']) - np.log(46)) < 0.5
+  if loss_kind == 'rescaled_masked':
+    valid = (batch['pitch_index'] >= 0).sum(axis=(1, 2)).mean()
+    assert abs(float(loss) / valid - np.log(46)) < 0.5  # about N * log(46) per piece
+  else:
+    name = 'loss_total' if loss_kind == 'magenta_total' else 'loss_mask'
+    assert float(loss) == float(metrics[name]) and np.isfinite(float(loss))
+  if loss_kind != 'magenta_total':
+    return
   model.eval()
   out = nnx.jit(task.eval_fn)(model, dict(batch, weight=np.array([1, 1, 0, 0], np.float32)),
                               jax.random.key(1))
