@@ -11,10 +11,19 @@ batch-norm population statistics):
   ancestral    one free variable at a time, each conditioned on everything sampled so far; order
                'chronological' (time-major, soprano to bass within a step) or 'random'.
   gibbs        annealed blocked Gibbs (the paper's default): start from an independent fill (or
-               from the given piece, init='given'), then for n = 0..N-1 erase a uniformly random
-               block of round(p_n * F) free variables (F = free variables of that piece, at least 1)
-               and resample it, p_n = max(p_min, p_max - (p_max - p_min) * n / (alpha * N)).
-               N (gibbs_steps) defaults to T * I.
+               from the given piece, init='given'), then for n = 0..N-1 resample a random block of
+               the free variables, p_n = max(pmin, pmax - (pmax - pmin) * n / (eta * N)).
+               block='bernoulli' (the original's): each free variable joins the block with
+               probability p_n, independently (a block may be empty); block='subset': exactly
+               round(p_n * F) of the F free variables, at least 1. N (gibbs_steps) defaults to
+               T * I.
+
+Defaults are those of Magenta's coconet_sample.py, whose default path (--tfsample, lib_tfsampling.py
+CoconetSampleGraph) fills the free variables once independently and then runs N = T * 4 Gibbs steps
+with Bernoulli blocks, YaoSchedule(pmin=0.1, pmax=0.9, alpha=0.7) (our eta is its alpha) and
+temperature 0.99 (logits / temperature; 0 = argmax). Its ancestral strategies ('chronological',
+'orderless') pick one free variable per forward pass, as ours do. (Magenta's NumPy path,
+--notfsample, differs: no initial fill, N = the number of free variables.)
 
 Tasks: harmonize a soprano, complete erased regions, generate from scratch, revoice (each voice in
 turn is resampled given the current other three; chosen voices are kept, the soprano by default),
@@ -24,7 +33,8 @@ upsample from the quarter-note grid to 16ths (the quarter frames are kept).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+import sys
 
 from flax import nnx
 import jax
@@ -39,6 +49,13 @@ from coconet import data
 from coconet import model as model_lib
 
 METHODS = ('independent', 'ancestral', 'gibbs')
+ORDERS = ('chronological', 'random')
+BLOCKS = ('bernoulli', 'subset')
+# The original code's defaults (Magenta coconet_sample.py / lib_tfsampling.py, see above).
+DEFAULTS = dict(method='gibbs', order='chronological', temperature=0.99, pmax=0.9, pmin=0.1,
+                eta=0.7, block='bernoulli')
+# Progress is reported (ProgressFn(done, total)) about this many times over a sampler's steps.
+PROGRESS_UPDATES = 50
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,7 +95,8 @@ def _write(roll_BTPI: jax.Array, new_BTPI: jax.Array, where_BTI: jax.Array) -> j
 
 def gibbs_schedule(gibbs_steps: int, pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7
                    ) -> np.ndarray:
-  """p_n = max(pmin, pmax - (pmax - pmin) * n / (alpha * N)) for n = 0..N-1 (float64)."""
+  """p_n = max(pmin, pmax - (pmax - pmin) * n / (alpha * N)) for n = 0..N-1 (float64); alpha is
+  --eta (Magenta's YaoSchedule alpha)."""
   n = np.arange(gibbs_steps, dtype=np.float64)
   return np.maximum(pmin, pmax - (pmax - pmin) * n / (alpha * max(gibbs_steps, 1)))
 
@@ -89,6 +107,27 @@ def gibbs_block_sizes(num_free_B: np.ndarray, gibbs_steps: int, pmax: float = 0.
   p_N = gibbs_schedule(gibbs_steps, pmax, pmin, alpha)
   sizes = np.maximum(1, np.round(p_N[:, None] * np.asarray(num_free_B)[None, :]))
   return np.minimum(sizes, np.asarray(num_free_B)[None, :]).astype(np.int32)
+
+
+def check_schedule(pmax: float, pmin: float, alpha: float) -> None:
+  """UserError unless 0 <= pmin <= pmax <= 1 and eta (alpha) > 0."""
+  if not 0.0 <= pmin <= pmax <= 1.0:
+    raise UserError(f'the Gibbs schedule needs 0 <= --pmin <= --pmax <= 1, got pmin={pmin:g} '
+                    f'pmax={pmax:g}')
+  if not alpha > 0.0:
+    raise UserError(f'--eta must be > 0 (the fraction of the Gibbs steps over which the block '
+                    f'fraction falls to pmin), got {alpha:g}')
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _segments(total: int, progress: ProgressFn | None) -> list[tuple[int, int]]:
+  """[start, stop) ranges covering 0..total: one without progress, else about PROGRESS_UPDATES."""
+  if progress is None or total <= 1:
+    return [(0, total)]
+  size = max(1, -(-total // PROGRESS_UPDATES))
+  return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -103,7 +142,9 @@ def _independent(graphdef, state, key, roll_BTPI, free_BTI, temperature):
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',))
-def _ancestral(graphdef, state, key, roll_BTPI, free_BTI, priority_BN, temperature):
+def _ancestral(graphdef, state, key, roll_BTPI, remaining_BTI, priority_BN, temperature, start,
+               stop):
+  """Steps start..stop-1 of ancestral sampling; returns (roll, the variables still to sample)."""
   batch, steps, pitches, voices = roll_BTPI.shape
   num_vars = steps * voices
   rows = jnp.arange(batch)
@@ -122,21 +163,26 @@ def _ancestral(graphdef, state, key, roll_BTPI, free_BTI, priority_BN, temperatu
     roll = _write(roll, new, chosen_BN.reshape(batch, steps, voices))
     return roll, remaining_BN & ~chosen_BN
 
-  num_free = jnp.max(jnp.sum(free_BTI, axis=(1, 2)))
-  roll, _ = jax.lax.fori_loop(0, num_free, body, (roll_BTPI, free_BTI.reshape(batch, num_vars)))
-  return roll
+  roll, remaining_BN = jax.lax.fori_loop(start, stop, body,
+                                         (roll_BTPI, remaining_BTI.reshape(batch, num_vars)))
+  return roll, remaining_BN.reshape(batch, steps, voices)
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef',))
-def _gibbs(graphdef, state, key, roll_BTPI, free_BTI, sizes_NB, temperature):
+@functools.partial(jax.jit, static_argnames=('graphdef', 'block'))
+def _gibbs(graphdef, state, key, roll_BTPI, free_BTI, p_N, sizes_NB, temperature, start, stop,
+           block):
+  """Gibbs steps start..stop-1 (block 'bernoulli' reads p_N, 'subset' sizes_NB)."""
   def body(n, roll):
     block_key, sample_key = jax.random.split(jax.random.fold_in(key, n))
-    block_BTI = masking.subset_mask(block_key, free_BTI.shape, sizes_NB[n], valid=free_BTI) > 0
+    if block == 'subset':
+      block_BTI = masking.subset_mask(block_key, free_BTI.shape, sizes_NB[n], valid=free_BTI) > 0
+    else:
+      block_BTI = (jax.random.uniform(block_key, free_BTI.shape) < p_N[n]) & free_BTI
     logits = _logits(graphdef, state, roll, block_BTI)
     new = _onehot_BTPI(sample_pitches(sample_key, logits, temperature), roll.shape[2])
     return _write(roll, new, block_BTI)
 
-  return jax.lax.fori_loop(0, sizes_NB.shape[0], body, roll_BTPI)
+  return jax.lax.fori_loop(start, stop, body, roll_BTPI)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,20 +209,29 @@ def ancestral_priority(key: jax.Array, shape_BTI: tuple[int, int, int], order: s
 
 def ancestral_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
                      free_BTI: np.ndarray, *, order: str = 'chronological',
-                     temperature: float = 0.99) -> jax.Array:
-  """Samples the free variables one at a time, each given all earlier ones (T*I passes at most)."""
+                     temperature: float = 0.99, progress: ProgressFn | None = None) -> jax.Array:
+  """Samples the free variables one at a time, each given all earlier ones (T*I passes at most).
+
+  progress(done, total) is called after each of about PROGRESS_UPDATES segments of the passes.
+  """
   order_key, sample_key = jax.random.split(key)
   free_BTI = jnp.asarray(free_BTI, bool)
   priority = ancestral_priority(order_key, free_BTI.shape, order)
   graphdef, state = _eval_split(model)
-  return _ancestral(graphdef, state, sample_key, jnp.asarray(roll_BTPI, jnp.float32), free_BTI,
-                    priority, temperature)
+  roll, remaining = jnp.asarray(roll_BTPI, jnp.float32), free_BTI
+  total = int(jnp.max(jnp.sum(free_BTI, axis=(1, 2)), initial=0))
+  for start, stop in _segments(total, progress):
+    roll, remaining = _ancestral(graphdef, state, sample_key, roll, remaining, priority,
+                                 temperature, start, stop)
+    if progress is not None:
+      progress(stop, total)
+  return roll
 
 
 def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: np.ndarray,
                  *, gibbs_steps: int | None = None, pmax: float = 0.9, pmin: float = 0.1,
-                 alpha: float = 0.7, temperature: float = 0.99, init: str = 'independent'
-                 ) -> jax.Array:
+                 alpha: float = 0.7, temperature: float = 0.99, init: str = 'independent',
+                 block: str = 'bernoulli', progress: ProgressFn | None = None) -> jax.Array:
   """Annealed blocked Gibbs sampling (Yao et al. 2014 schedule, as in Coconet).
 
   Args:
@@ -185,11 +240,17 @@ def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_
     roll_BTPI: pieces; the given variables' rows are kept, free rows are overwritten.
     free_BTI: bool, the variables to sample.
     gibbs_steps: Gibbs steps N (default T * I); 0 gives the initial fill alone.
-    pmax, pmin, alpha: the annealing schedule of the block fraction.
+    pmax, pmin, alpha: the annealing schedule of the block fraction (alpha is --eta).
     temperature: softmax temperature (0 = argmax).
-    init: 'independent' (one independent pass first, as the paper) or 'given' (start from the
-      free rows of roll_BTPI, e.g. an existing piece to revise).
+    init: 'independent' (one independent pass first, as the original) or 'given' (start from
+      the free rows of roll_BTPI, e.g. an existing piece to revise).
+    block: 'bernoulli' (the original's) or 'subset' (see the module docstring).
+    progress: called as progress(done, N) after each of about PROGRESS_UPDATES segments of the
+      steps (the draws are the same with or without it).
   """
+  check_schedule(pmax, pmin, alpha)
+  if block not in BLOCKS:
+    raise UserError(f'unknown Gibbs block {block!r}; expected one of {", ".join(BLOCKS)}')
   roll_BTPI = jnp.asarray(roll_BTPI, jnp.float32)
   free = np.asarray(free_BTI, bool)
   _, steps, _, voices = roll_BTPI.shape
@@ -202,15 +263,20 @@ def gibbs_sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_
     raise UserError(f'unknown init {init!r}; expected "independent" or "given"')
   if gibbs_steps <= 0:
     return roll_BTPI
-  sizes_NB = gibbs_block_sizes(free.sum(axis=(1, 2)), gibbs_steps, pmax, pmin, alpha)
-  return _gibbs(graphdef, state, loop_key, roll_BTPI, jnp.asarray(free), jnp.asarray(sizes_NB),
-                temperature)
+  p_N = jnp.asarray(gibbs_schedule(gibbs_steps, pmax, pmin, alpha), jnp.float32)
+  sizes_NB = jnp.asarray(gibbs_block_sizes(free.sum(axis=(1, 2)), gibbs_steps, pmax, pmin, alpha))
+  for start, stop in _segments(gibbs_steps, progress):
+    roll_BTPI = _gibbs(graphdef, state, loop_key, roll_BTPI, jnp.asarray(free), p_N, sizes_NB,
+                       temperature, start, stop, block)
+    if progress is not None:
+      progress(stop, gibbs_steps)
+  return roll_BTPI
 
 
 def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray,
                            free_BTI: np.ndarray, *, gibbs_steps: int | None = None,
                            pmax: float = 0.9, pmin: float = 0.1, alpha: float = 0.7,
-                           temperature: float = 0.99) -> np.ndarray:
+                           temperature: float = 0.99, block: str = 'bernoulli') -> np.ndarray:
   """A plain Python loop doing what `gibbs_sample` does, with the same RNG use. Tests only."""
   model = nnx.view(model, use_running_average=True)
   forward = nnx.jit(lambda m, roll, mask: m(roll, mask))  # the loop stays plain Python
@@ -234,13 +300,18 @@ def gibbs_sample_reference(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndar
   for n in range(gibbs_steps):
     p = max(pmin, pmax - (pmax - pmin) * n / (alpha * gibbs_steps))
     block_key, sample_key = jax.random.split(jax.random.fold_in(loop_key, n))
-    u = np.asarray(jax.random.uniform(block_key, (batch, steps * voices)))
-    block = np.zeros((batch, steps * voices), bool)
-    for b in range(batch):
-      size = min(num_free[b], max(1, int(np.round(p * num_free[b]))))
-      candidates = np.flatnonzero(free[b].reshape(-1))
-      block[b, candidates[np.argsort(u[b, candidates])[:size]]] = True
-    roll = resample(roll, block.reshape(batch, steps, voices), sample_key)
+    if block == 'bernoulli':
+      u = np.asarray(jax.random.uniform(block_key, free.shape))
+      chosen = (u < np.float32(p)) & free
+    else:
+      u = np.asarray(jax.random.uniform(block_key, (batch, steps * voices)))
+      chosen = np.zeros((batch, steps * voices), bool)
+      for b in range(batch):
+        size = min(num_free[b], max(1, int(np.round(p * num_free[b]))))
+        candidates = np.flatnonzero(free[b].reshape(-1))
+        chosen[b, candidates[np.argsort(u[b, candidates])[:size]]] = True
+      chosen = chosen.reshape(batch, steps, voices)
+    roll = resample(roll, chosen, sample_key)
   return roll
 
 
@@ -251,11 +322,11 @@ def sample(model: nnx.Module, key: jax.Array, roll_BTPI: np.ndarray, free_BTI: n
     out = independent_sample(model, key, roll_BTPI, free_BTI, **_only(kwargs, 'temperature'))
   elif method == 'ancestral':
     out = ancestral_sample(model, key, roll_BTPI, free_BTI,
-                           **_only(kwargs, 'temperature', 'order'))
+                           **_only(kwargs, 'temperature', 'order', 'progress'))
   elif method == 'gibbs':
     out = gibbs_sample(model, key, roll_BTPI, free_BTI,
                        **_only(kwargs, 'temperature', 'gibbs_steps', 'pmax', 'pmin', 'alpha',
-                               'init'))
+                               'init', 'block', 'progress'))
   else:
     raise UserError(f'unknown sampling method {method!r}; expected one of {", ".join(METHODS)}')
   free = np.asarray(free_BTI, bool)[:, :, None, :]
@@ -345,7 +416,8 @@ def revoice(model: nnx.Module, key: jax.Array, pitches_TI: np.ndarray, *,
     holes = erase & np.isnan(pitches)
     if holes.any():
       pitches = complete(model, jax.random.fold_in(key, 100 + n), pitches, holes,
-                         method='independent', temperature=kwargs.get('temperature', 0.99))
+                         method='independent',
+                         temperature=kwargs.get('temperature', DEFAULTS['temperature']))
     roll = np.stack([data.pitches_to_roll(p) for p in pitches])
     out = sample(model, jax.random.fold_in(key, n), roll, erase, **kwargs)
     pitches = np.where(erase, np.stack([data.roll_to_pitches(r) for r in out]), pitches)
@@ -379,8 +451,8 @@ def generate_pieces(model: nnx.Module, config: Any, request: generation.Request
   """
   task = request.task_or(TASKS, 'coconet')
   key = jax.random.key(request.seed)
-  kwargs = dict(temperature=request.temperature, gibbs_steps=request.gibbs_steps,
-                num_samples=request.num_samples)
+  kwargs = dict(sampler_options(request), num_samples=request.num_samples,
+                progress=ProgressBar(task))
   source = request.input_names[0] if request.input_names else (
       '--pitches' if request.pitches else 'input')
   if task == 'harmonize':
@@ -407,6 +479,65 @@ def generate_pieces(model: nnx.Module, config: Any, request: generation.Request
   return [generation.Piece(f'{task}_{i:02d}', data.pitches_to_sequence(pitches, qpm=qpm,
                                                                        programs=request.programs))
           for i, pitches in enumerate(np.asarray(out))]
+
+
+def sampler_options(request: generation.Request) -> dict[str, Any]:
+  """The sampler keyword arguments of `sample` a request asks for; None fields get DEFAULTS
+  (the original code's). UserError for a bad choice."""
+  method = request.sampler or DEFAULTS['method']
+  if method not in METHODS:
+    raise UserError(f'--sampler={method}: expected one of {", ".join(METHODS)}')
+  order = request.order or DEFAULTS['order']
+  if order not in ORDERS:
+    raise UserError(f'--order={order}: expected one of {", ".join(ORDERS)}')
+  if request.order and method != 'ancestral':
+    raise UserError(f'--order applies to --sampler=ancestral, not {method}')
+  schedule = [request.pmax, request.pmin, request.eta, request.gibbs_steps]
+  if method != 'gibbs' and any(v is not None for v in schedule):
+    raise UserError(f'--pmax, --pmin, --eta and --gibbs_steps apply to --sampler=gibbs, not '
+                    f'{method}')
+  pmax = DEFAULTS['pmax'] if request.pmax is None else float(request.pmax)
+  pmin = DEFAULTS['pmin'] if request.pmin is None else float(request.pmin)
+  eta = DEFAULTS['eta'] if request.eta is None else float(request.eta)
+  check_schedule(pmax, pmin, eta)
+  if request.gibbs_steps is not None and request.gibbs_steps < 0:
+    raise UserError(f'--gibbs_steps must be >= 0, got {request.gibbs_steps}')
+  temperature = DEFAULTS['temperature'] if request.temperature is None else request.temperature
+  if not temperature >= 0:
+    raise UserError(f'--temperature must be >= 0, got {temperature:g}')
+  options = dict(method=method, temperature=float(temperature))
+  if method == 'ancestral':
+    options['order'] = order
+  elif method == 'gibbs':
+    options.update(pmax=pmax, pmin=pmin, alpha=eta, gibbs_steps=request.gibbs_steps)
+  return options
+
+
+class ProgressBar:
+  """A sampler's progress on stderr (tqdm), shown only for runs longer than DELAY_SECONDS: a
+  bar on a terminal, a line every 10 s in a log."""
+  DELAY_SECONDS = 2.0
+
+  def __init__(self, desc: str, file: Any = None):
+    self.desc, self.delay, self.file = desc, self.DELAY_SECONDS, file
+    self._bar = None
+
+  def __call__(self, done: int, total: int) -> None:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    if self._bar is None or self._bar.total != total or done < self._bar.n:
+      self.close()
+      out = self.file or sys.stderr
+      tty = hasattr(out, 'isatty') and out.isatty()
+      self._bar = tqdm.tqdm(total=total, desc=self.desc, unit='step', file=out,
+                            delay=self.delay, mininterval=0.5 if tty else 10.0)
+    self._bar.update(done - self._bar.n)
+    if done >= total:
+      self.close()
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
 
 
 def _melody(request: generation.Request) -> Any:

@@ -45,6 +45,9 @@ EXAMPLE_MELODY = os.path.join(REPO, 'assets', 'ode_to_joy.mid')
 
 GIBBS_STEPS = (8, 16, 32, 64, 128, 256)
 DEFAULT_GIBBS_STEPS = 64
+# Coconet's samplers (coconet/sample.py): annealed Gibbs (the paper's), chronological ancestral
+# (one voice-step per forward pass: 3 passes per 16th step of the melody), one independent pass.
+SAMPLERS = ('gibbs', 'ancestral', 'independent')
 LENGTH_BUCKET = 32  # 16th steps (2 bars): melodies are padded to a multiple of this
 MAX_MELODY_STEPS = 512  # 16th steps (32 bars of 4/4)
 HARMONIZE_QPM = 90.0
@@ -225,14 +228,22 @@ def check_gibbs_steps(gibbs_steps: Any) -> int:
   return int(gibbs_steps)
 
 
-def harmonize(coconet: LoadedCoconet, soprano_T: np.ndarray, *, gibbs_steps: int, seed: int
-              ) -> np.ndarray:
-  """Alto, tenor and bass under a soprano (T,) by annealed Gibbs sampling -> (T, 4) pitches.
+def check_sampler(sampler: Any) -> str:
+  if sampler not in SAMPLERS:
+    raise UserError(f'sampler must be one of {", ".join(SAMPLERS)}, got {sampler!r}')
+  return sampler
+
+
+def harmonize(coconet: LoadedCoconet, soprano_T: np.ndarray, *, gibbs_steps: int, seed: int,
+              sampler: str = 'gibbs') -> np.ndarray:
+  """Alto, tenor and bass under a soprano (T,) -> (T, 4) pitches, by annealed Gibbs sampling
+  (gibbs_steps steps), chronological ancestral sampling or one independent pass (`sampler`).
 
   The soprano is kept exactly. The piece is padded with silence (given, not sampled) to a multiple
   of LENGTH_BUCKET steps so that lengths share compiled programs; the padding is cut off again.
   """
   gibbs_steps = check_gibbs_steps(gibbs_steps)
+  sampler = check_sampler(sampler)
   soprano_T = np.asarray(soprano_T, np.float32)
   num_steps = len(soprano_T)
   padded = -(-num_steps // LENGTH_BUCKET) * LENGTH_BUCKET
@@ -240,8 +251,9 @@ def harmonize(coconet: LoadedCoconet, soprano_T: np.ndarray, *, gibbs_steps: int
   pitches_BTI[0, :num_steps, 0] = soprano_T
   erase_BTI = np.zeros(pitches_BTI.shape, bool)
   erase_BTI[0, :num_steps, 1:] = True
+  options = dict(gibbs_steps=gibbs_steps) if sampler == 'gibbs' else {}
   out = coconet_sample.complete(coconet.model, jax.random.key(seed), pitches_BTI, erase_BTI,
-                        method='gibbs', gibbs_steps=gibbs_steps)
+                                method=sampler, **options)
   return out[0, :num_steps]
 
 

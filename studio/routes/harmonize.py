@@ -13,6 +13,7 @@ import time
 import flask
 import numpy as np
 
+from common.errors import UserError
 from studio import engine
 from studio import requests
 from studio import sessions
@@ -22,8 +23,15 @@ from studio.routes import context
 blueprint = flask.Blueprint('harmonize', __name__)
 
 
+def _sampler(value) -> str:
+  try:
+    return engine.check_sampler('gibbs' if value is None else value)
+  except UserError as e:
+    raise ApiError(400, str(e)) from None
+
+
 def _harmonize(soprano_T: np.ndarray, shift: int, gibbs_steps: int, seed: int | None,
-               source: str) -> flask.Response:
+               source: str, sampler: str = 'gibbs') -> flask.Response:
   studio = context.current()
   coco = studio.coconet()
   session = context.session_for_update()
@@ -31,18 +39,21 @@ def _harmonize(soprano_T: np.ndarray, shift: int, gibbs_steps: int, seed: int | 
     seed = session.new_seed() if seed is None else seed
     start = time.perf_counter()
     with studio.models.lock:
-      pitches_TI = engine.harmonize(coco, soprano_T, gibbs_steps=gibbs_steps, seed=seed)
+      pitches_TI = engine.harmonize(coco, soprano_T, gibbs_steps=gibbs_steps, seed=seed,
+                                    sampler=sampler)
     seconds = time.perf_counter() - start
     seq = engine.harmony_sequence(pitches_TI)
+    how = f'{gibbs_steps} Gibbs steps' if sampler == 'gibbs' else f'{sampler} sampling'
     output_id = session.add_output(sessions.Output(
-        seq, f'harmonization_{seed}', f'{source} harmonized ({gibbs_steps} Gibbs steps)'))
+        seq, f'harmonization_{seed}', f'{source} harmonized ({how})'))
     session.harmonizations.append(output_id)
     while len(session.harmonizations) > sessions.MAX_HARMONIZATIONS:
       session.drop_output(session.harmonizations.popleft())
     return context.answer(
         id=output_id, num_steps=len(pitches_TI), voices=engine.pitches_json(pitches_TI),
         soprano=[row[0] for row in engine.pitches_json(soprano_T[:, None])],
-        transposed_by=shift, gibbs_steps=gibbs_steps, seed=seed, seconds=round(seconds, 3),
+        transposed_by=shift, gibbs_steps=gibbs_steps, sampler=sampler, seed=seed,
+        seconds=round(seconds, 3),
         notes=engine.notes_json(seq), **context.urls(output_id))
 
 
@@ -63,9 +74,10 @@ def harmonize_grid():
   gibbs_steps = requests.gibbs_steps(body.get('gibbs_steps', studio.settings.default_gibbs_steps))
   transpose = requests.boolean(body.get('transpose', False), 'transpose')
   seed = requests.optional_seed(body.get('seed'))
+  sampler = _sampler(body.get('sampler'))
   soprano_T, shift = engine.soprano_from_grid(pitches, steps_per_note=steps_per_note,
                                               transpose=transpose)
-  return _harmonize(soprano_T, shift, gibbs_steps, seed, 'the grid melody')
+  return _harmonize(soprano_T, shift, gibbs_steps, seed, 'the grid melody', sampler)
 
 
 @blueprint.post('/api/harmonize/upload')
@@ -86,8 +98,9 @@ def harmonize_upload():
   transpose = requests.boolean(form.get('transpose', 'false'), 'transpose')
   seed = form.get('seed')
   seed = requests.optional_seed(int(seed) if seed is not None and seed.isdigit() else seed)
+  sampler = _sampler(form.get('sampler'))
   soprano_T, shift = engine.soprano_from_midi(data, name=name, transpose=transpose)
-  return _harmonize(soprano_T, shift, gibbs_steps, seed, name)
+  return _harmonize(soprano_T, shift, gibbs_steps, seed, name, sampler)
 
 
 @blueprint.get('/api/harmonize/example')

@@ -84,13 +84,18 @@
     download.download = `harmonization_${data.seed}.mid`;
     const shifted = data.transposed_by ?
         `; melody transposed by ${data.transposed_by > 0 ? '+' : ''}${data.transposed_by}` : '';
+    const how = data.sampler === 'gibbs' ? `${data.gibbs_steps} Gibbs steps` :
+        `${data.sampler} sampling`;
     $('result-info').textContent =
-        `${data.gibbs_steps} Gibbs steps, seed ${data.seed}, ${data.seconds.toFixed(1)} s` +
-        shifted;
+        `${how}, seed ${data.seed}, ${data.seconds.toFixed(1)} s` + shifted;
   }
 
   function gibbsSteps() {
     return Number($('gibbs').value);
+  }
+
+  function sampler() {
+    return $('sampler').value;
   }
 
   async function harmonizeGrid() {
@@ -101,8 +106,8 @@
     try {
       showResult(await api('POST', '/api/harmonize', {
         melody, steps_per_note: grid.step_sixteenths, gibbs_steps: gibbsSteps(),
-        transpose: false,
-      }, 'Harmonizing (Gibbs sampling; the first call compiles the model)…'));
+        sampler: sampler(), transpose: false,
+      }, 'Harmonizing (the first call of a sampler compiles the model)…'));
     } catch (e) { /* shown by api() */ }
     drawGrid();
   }
@@ -120,6 +125,7 @@
     const form = new FormData();
     form.append('file', file);
     form.append('gibbs_steps', String(gibbsSteps()));
+    form.append('sampler', sampler());
     form.append('transpose', $('transpose').checked ? 'true' : 'false');
     try {
       showResult(await api('POST', '/api/harmonize/upload', form,
@@ -151,6 +157,9 @@
       option.textContent = n;
       option.selected = n === coconet.default_gibbs_steps;
       select.append(option);
+    });
+    $('sampler').addEventListener('change', () => {
+      $('gibbs').disabled = sampler() !== 'gibbs';
     });
     buildGrid();
     bindGrid();

@@ -26,14 +26,15 @@ def test_gibbs_schedule_and_block_sizes():
   np.testing.assert_array_equal(sizes[-1], [2, 1, 0])  # at least one while anything is free
 
 
-def test_jitted_gibbs_equals_reference_loop(tiny_model):
+@pytest.mark.parametrize('block', sample.BLOCKS)
+def test_jitted_gibbs_equals_reference_loop(tiny_model, block):
   pieces = np.stack([make_piece(8, seed=s) for s in range(2)])
   roll = np.stack([data.pitches_to_roll(p) for p in pieces])
   free = np.zeros(pieces.shape, bool)
   free[0, :, 1:] = True  # harmonize the first piece
   free[1, 2:5] = True  # erase a region of the second
   key = jax.random.key(7)
-  kwargs = dict(gibbs_steps=9, temperature=0.9)
+  kwargs = dict(gibbs_steps=9, temperature=0.9, block=block)
   jitted = np.asarray(sample.gibbs_sample(tiny_model, key, roll, free, **kwargs))
   reference = sample.gibbs_sample_reference(tiny_model, key, roll, free, **kwargs)
   np.testing.assert_array_equal(jitted, reference)
@@ -41,6 +42,73 @@ def test_jitted_gibbs_equals_reference_loop(tiny_model):
                                 roll[~free[:, :, None, :].repeat(46, 2)])
   other = np.asarray(sample.gibbs_sample(tiny_model, jax.random.key(8), roll, free, **kwargs))
   assert not np.array_equal(other, jitted)  # the comparison can fail
+
+
+def test_bernoulli_blocks_follow_the_schedule():
+  """The original's blocks: each free variable joins with probability p_n."""
+  key = jax.random.key(0)
+  free = np.ones((64, 32, 4), bool)
+  free[:, :, 0] = False
+  for n, p in ((0, 0.9), (5, 0.5), (9, 0.1)):
+    block_key, _ = jax.random.split(jax.random.fold_in(key, n))
+    chosen = (np.asarray(jax.random.uniform(block_key, free.shape)) < p) & free
+    assert not chosen[:, :, 0].any()
+    assert abs(chosen[:, :, 1:].mean() - p) < 0.02
+
+
+@pytest.mark.parametrize('method', ['gibbs', 'ancestral'])
+def test_progress_reports_do_not_change_the_draws(tiny_model, method, monkeypatch):
+  monkeypatch.setattr(sample, 'PROGRESS_UPDATES', 4)
+  piece = make_piece(8, seed=5)
+  free = np.zeros((1, *piece.shape), bool)
+  free[0, :, 1:] = True
+  roll = data.pitches_to_roll(piece)[None]
+  reports = []
+  fn = sample.gibbs_sample if method == 'gibbs' else sample.ancestral_sample
+  kwargs = dict(gibbs_steps=10) if method == 'gibbs' else dict(order='random')
+  quiet = np.asarray(fn(tiny_model, jax.random.key(2), roll, free, **kwargs))
+  reported = np.asarray(fn(tiny_model, jax.random.key(2), roll, free,
+                           progress=lambda done, total: reports.append((done, total)), **kwargs))
+  np.testing.assert_array_equal(quiet, reported)
+  total = 10 if method == 'gibbs' else 24
+  assert len(reports) == 4 and reports[-1] == (total, total)
+  assert [done for done, _ in reports] == sorted({done for done, _ in reports})
+
+
+def test_long_harmonization_reports_progress_on_stderr(tiny_model, monkeypatch, capsys):
+  """The command-line path (generate_pieces) shows a progress bar once a run is slow; delay 0
+  here so that a long melody (1,024 steps, 64 bars) with few Gibbs steps stays quick."""
+  from common import generation  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sample.ProgressBar, 'DELAY_SECONDS', 0.0)
+  melody = tuple([67, 69, 71, 72] * 64)
+  config = configs_tiny()
+  pieces = sample.generate_pieces(tiny_model, config, generation.Request(
+      pitches=melody, steps_per_note=4, gibbs_steps=10))
+  assert len(pieces) == 1
+  err = capsys.readouterr().err
+  assert 'harmonize' in err and '10/10' in err
+
+
+def configs_tiny():
+  from coconet import configs  # pylint: disable=g-import-not-at-top
+  return configs.get_config('tiny')
+
+
+def test_sampler_options_default_to_the_original_code():
+  from common import generation  # pylint: disable=g-import-not-at-top
+  options = sample.sampler_options(generation.Request())
+  assert options == dict(method='gibbs', temperature=0.99, pmax=0.9, pmin=0.1, alpha=0.7,
+                         gibbs_steps=None)
+  options = sample.sampler_options(generation.Request(sampler='ancestral', order='random'))
+  assert options == dict(method='ancestral', temperature=0.99, order='random')
+  assert sample.sampler_options(generation.Request(sampler='independent'))['method'] == \
+      'independent'
+  for bad, match in ((dict(pmin=0.5, pmax=0.2), 'pmin'), (dict(eta=0.0), 'eta'),
+                     (dict(sampler='independent', pmax=0.5), 'apply to --sampler=gibbs'),
+                     (dict(order='random'), 'applies to --sampler=ancestral'),
+                     (dict(sampler='nade'), '--sampler=nade'), (dict(temperature=-1.0), '>= 0')):
+    with pytest.raises(UserError, match=match):
+      sample.sampler_options(generation.Request(**bad))
 
 
 def test_jitted_gibbs_in_chunks_equals_reference_loop(tiny_model, monkeypatch):
