@@ -19,7 +19,8 @@ Variants:
                   POP909 MELODY tracks (--config.dataset=nottingham works too). The paper trains
                   200k steps; num_train_steps here is a CPU-sized 5k (override it on a GPU).
   mel_16bar_hier  hierdec-mel_16bar: z 512, BiLSTM [2048, 2048], conductor [1024, 1024], note
-                  decoder [1024, 1024], free_bits 256, max_beta 0.2.
+                  decoder [1024, 1024], free_bits 256, max_beta 0.2, beta_rate 0 (full beta
+                  from the start), teacher forcing.
   mel_16bar_flat  the same data and encoder with a flat 2-layer decoder as wide as it takes to
                   match the hierarchical decoder's parameter count (the paper's comparison).
   trio_16bar_hier hierdec-trio_16bar: three note decoders (melody, bass, drums) under one
@@ -29,7 +30,13 @@ Variants:
                   CPU-sized 16-bar pair for the flat vs hierarchical comparison: z 128, BiLSTM 256,
                   conductor 128, note decoder 128, batch 32; the flat decoder (2 layers) is as wide
                   as it takes to match the hierarchical decoder's parameter count.
-  drums_2bar      cat-drums_2bar_small on Groove: 9 drum classes as 512-way one-hot, free_bits 48.
+  drums_2bar      cat-drums_2bar_small on Groove: the encoder reads the 9 drum classes (+ a "no
+                  hit" bit), the decoder emits their 512 combinations; free_bits 48, beta_rate 0.
+
+Settings where the original's behaviour is the default (runs recorded before they existed read
+back with what they computed, common/configs.py _LEGACY_DEFAULTS): model.forget_bias (1.0, as
+Magenta's LSTMBlockCell), model.sigma_epsilon (0), encoding.roll_input (drums), and
+encoding.trio_combinations. Magenta's checkpoints import with musicvae/original.py.
 """
 
 from __future__ import annotations
@@ -71,12 +78,22 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   c.encoding.melody_track = ''  # '' = the dataset's default (pop909 name:MELODY, nottingham first)
   c.encoding.max_transpose = 5
   c.encoding.dedupe = False
+  # Drums: the encoder reads the 9 classes hit plus a "no hit" bit (Magenta's roll_input); False
+  # gives it the decoder's 512-way one-hot.
+  c.encoding.roll_input = True
+  # Trio: one example per combination of a melody, a bass and a drum instrument, each line on its
+  # own (Magenta's TrioConverter); False merges each program range's instruments into one line.
+  c.encoding.trio_combinations = True
 
   c.model = ml_collections.ConfigDict()
   c.model.z_dim = 256
   c.model.encoder_sizes = (512,)
   c.model.decoder_sizes = (256, 256)
   c.model.conductor_sizes = ()
+  # Magenta's LSTMBlockCell adds 1.0 to every forget gate's pre-activation; 0 is flax's cell.
+  c.model.forget_bias = 1.0
+  # sigma = softplus(dense) + sigma_epsilon; Magenta adds nothing.
+  c.model.sigma_epsilon = 0.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.max_beta = 0.2
@@ -159,6 +176,10 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
     c.model.conductor_sizes = (1024, 1024)
     c.model.decoder_sizes = (1024, 1024)
     c.loss.free_bits = 256.0
+    # Magenta's 16-bar configs: the full beta from the first step, teacher forcing throughout.
+    c.loss.beta_rate = 0.0
+    c.loss.sampling_schedule = 'constant'
+    c.loss.sampling_rate = 0.0
     c.eval_batch_size = 64
     c.max_eval_examples = 512
     if variant == 'mel_16bar_flat':
@@ -190,4 +211,5 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
     c.encoding.kind = 'drums'
     c.encoding.max_transpose = 0
     c.loss.free_bits = 48.0
+    c.loss.beta_rate = 0.0  # Magenta's cat-drums_2bar_small: the full beta from the first step
   return c

@@ -9,17 +9,22 @@ Every stream has one token per 16th-note step, 16 steps per bar (4/4 as in the p
   low/mid/high tom, crash, ride; GM pitches mapped as note_seq's DEFAULT_DRUM_TYPE_PITCHES) that
   start at the step. Decoding writes each class's first (canonical) pitch, one step long.
 - trio: melody (programs 0-31), bass (programs 32-39), drums (is_drum): three streams, tokens
-  (T, 3).
+  (T, 3). As Magenta's TrioConverter does, each instrument is encoded on its own and every
+  combination of one melody, one bass and one drum instrument gives its own examples
+  (`trio_combinations`; False merges the instruments of each range into one line).
 
 A model example is a slice of `num_bars` bars of tokens (T, K) with K tracks, cut every bar; slices
-with more than `max_silence_bars` of silence in any track, or pitches outside 21..108, are dropped.
-`extract_slices` returns the kept slices and a Counter of what happened to the others.
+with more than `max_silence_bars` of silence in any track, or pitches outside 21..108, are dropped
+(trio combinations: Magenta's coverage rule instead, see `trio_combination_slices`).
+`extract_slices` returns the kept slices and a Counter of what happened to the others;
+`describe_extraction` says it in words.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -61,11 +66,15 @@ class Encoding:
   num_bars: bars per example (2 or 16 in the paper).
   max_silence_bars: longest silence (in bars) a kept slice may hold, in each track.
   melody_track: which notes form the melody (see `select_notes`); trio ignores it.
+  trio_combinations: trio only: each instrument on its own, one example per combination of a
+    melody, a bass and a drum instrument (Magenta); False: every instrument of a program range
+    merged into one line.
   """
   kind: str = 'melody'
   num_bars: int = 2
   max_silence_bars: float = 1.0
   melody_track: str = 'all'
+  trio_combinations: bool = True
 
   def __post_init__(self):
     if self.kind not in ('melody', 'drums', 'trio'):
@@ -100,7 +109,8 @@ def encoding_from_config(config: Any) -> Encoding:
   enc = config.encoding
   track = enc.get('melody_track') or DEFAULT_MELODY_TRACK.get(config.dataset, 'all')
   return Encoding(kind=enc.kind, num_bars=enc.num_bars,
-                  max_silence_bars=enc.get('max_silence_bars', 1.0), melody_track=track)
+                  max_silence_bars=enc.get('max_silence_bars', 1.0), melody_track=track,
+                  trio_combinations=bool(enc.get('trio_combinations', True)))
 
 
 def melody_events(notes: Iterable[tuple[int, int, int]], num_steps: int) -> np.ndarray:
@@ -315,12 +325,96 @@ def slices_from_raw(raw_TK: np.ndarray, enc: Encoding,
   return kept
 
 
+def _trio_part(note) -> str:
+  """What a note makes its instrument in a trio (Magenta's TrioConverter: by program)."""
+  if note.is_drum:
+    return 'drums'
+  if MELODY_PROGRAMS[0] <= note.program <= MELODY_PROGRAMS[1]:
+    return 'melody'
+  if BASS_PROGRAMS[0] <= note.program <= BASS_PROGRAMS[1]:
+    return 'bass'
+  return 'other'
+
+
+def trio_combination_slices(seq_q: NoteSequence, enc: Encoding,
+                            stats: collections.Counter | None = None) -> list[np.ndarray]:
+  """Trio slices of a quantized piece as Magenta's TrioConverter cuts them.
+
+  Each instrument number is typed by its notes (drums, melody programs 0-31, bass 32-39; other
+  programs or mixed types leave it out) and encoded on its own: melody and bass keep the notes
+  in 21..108 (the highest of simultaneous onsets), drums the 9 classes. Every (melody, bass, drums) combination of
+  instruments, in ascending instrument numbers, gives a slice at each bar where all three are
+  covered for num_bars bars: a bar is covered by an instrument with a note sounding within
+  max_silence_bars bars of it (Magenta's gap_bars), and the first and last max_silence_bars bars
+  count as covered when any of the three plays there.
+  """
+  stats = stats if stats is not None else collections.Counter()
+  end = max([n.quantized_end_step for n in seq_q.notes] + [0])
+  total_steps = max(int(seq_q.total_quantized_steps), end)
+  total_bars = -(-total_steps // STEPS_PER_BAR)
+  num_steps, gap = total_bars * STEPS_PER_BAR, int(enc.max_silence_bars)
+  parts: dict[int, str] = {}
+  coverage: dict[int, np.ndarray] = {}
+  for note in seq_q.notes:
+    part = _trio_part(note)
+    parts[note.instrument] = part if parts.get(note.instrument, part) == part else 'other'
+    covered = coverage.setdefault(note.instrument, np.zeros(total_bars, bool))
+    start_bar = note.quantized_start_step // STEPS_PER_BAR
+    covered[start_bar:-(-note.quantized_end_step // STEPS_PER_BAR)] = True
+  by_part = {part: sorted(i for i, p in parts.items() if p == part)
+             for part in ('melody', 'bass', 'drums')}
+  missing = [part for part, instruments in by_part.items() if not instruments]
+  if missing:
+    stats[f'pieces_without_{missing[0]}'] += 1
+    return []
+  streams: dict[int, np.ndarray] = {}
+  for part, instruments in by_part.items():
+    for i in instruments:
+      notes = [n for n in seq_q.notes if n.instrument == i and n.velocity > 0]
+      if part == 'drums':
+        hits = [(n.quantized_start_step, n.pitch) for n in notes if drum_class(n.pitch) is not None]
+        if hits:
+          streams[i] = drum_tokens(hits, num_steps)
+      else:
+        spans = [(n.quantized_start_step, n.quantized_end_step, n.pitch) for n in notes
+                 if MIN_PITCH <= n.pitch <= MAX_PITCH]
+        if spans:
+          streams[i] = events_to_tokens(melody_events(spans, num_steps))
+      if i not in streams:
+        coverage[i][:] = False
+  filled = {i: np.array([covered[max(0, j - gap):j + gap + 1].any() for j in range(total_bars)])
+            for i, covered in coverage.items()}
+  kept = []
+  for group in itertools.product(by_part['melody'], by_part['bass'], by_part['drums']):
+    group_coverage = np.all([filled[i] for i in group], axis=0)
+    if gap:
+      group_coverage[:gap] = any(filled[i][:gap].any() for i in group)
+      group_coverage[-gap:] = any(filled[i][-gap:].any() for i in group)
+    for j in range(total_bars - enc.num_bars + 1):
+      stats['slices_considered'] += 1
+      if not all(i in streams for i in group):
+        stats['dropped_empty_part'] += 1
+      elif not group_coverage[j:j + enc.num_bars].all():
+        stats['dropped_silence_trio'] += 1
+      else:
+        stats['slices_kept'] += 1
+        window = slice(j * STEPS_PER_BAR, j * STEPS_PER_BAR + enc.num_steps)
+        kept.append(np.stack([streams[i][window] for i in group], axis=1).astype(np.int16))
+  return kept
+
+
 def sequence_slices(seq: NoteSequence, enc: Encoding,
                     stats: collections.Counter | None = None) -> list[np.ndarray]:
   """All kept slices (int16 (T, K) class tokens) of one NoteSequence."""
   stats = stats if stats is not None else collections.Counter()
   out = []
   for piece in quantized_pieces(seq, stats):
+    if enc.kind == 'trio' and enc.trio_combinations:
+      if not piece.notes:
+        stats['pieces_without_notes'] += 1
+        continue
+      out += trio_combination_slices(piece, enc, stats)
+      continue
     raw = _raw_tracks(piece, enc)
     if raw.shape[0] == 0:
       stats['pieces_without_notes'] += 1
@@ -378,6 +472,42 @@ def extract_slices(examples: Sequence, enc: Encoding, *, dedupe: bool = False
     stats['slices_kept'] -= stats['dropped_duplicate']
     out = out[np.sort(first)]
   return out, stats
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+  return f'{n} {one if n == 1 else (many or one + "s")}'
+
+
+def describe_extraction(stats: collections.Counter, enc: Encoding) -> str:
+  """Why slices were dropped, in words (from extract_slices' Counter), e.g. '3 slices with more
+  than 1 bar of silence in the melody, 1 piece not in 4/4'; 'no notes' when nothing was there."""
+  bars = f'{enc.max_silence_bars:g} bar{"" if enc.max_silence_bars == 1 else "s"}'
+  slice_reasons = {
+      'dropped_pitch_out_of_range': f'with pitches outside {MIN_PITCH}..{MAX_PITCH}',
+      'dropped_empty_part': 'where an instrument of the combination has no notes',
+      'dropped_silence_trio': f'where a part is silent for more than {bars}',
+      'dropped_duplicate': 'repeating an earlier slice',
+  }
+  for track in ('melody', 'bass', 'drums'):
+    slice_reasons[f'dropped_empty_{track}'] = f'without {track} notes'
+    slice_reasons[f'dropped_silence_{track}'] = f'with more than {bars} of silence in the {track}'
+  piece_reasons = {
+      'sequences_other_quantization': 'quantized at another resolution than 16th notes',
+      'pieces_not_quantizable': 'that could not be quantized to 16th notes',
+      'pieces_not_4_4': 'not in 4/4',
+      'pieces_without_notes': 'without notes',
+      'pieces_shorter_than_a_slice': f'shorter than {enc.num_bars} bars',
+      'pieces_without_melody': 'without a melody instrument (programs 0-31)',
+      'pieces_without_bass': 'without a bass instrument (programs 32-39)',
+      'pieces_without_drums': 'without drums',
+  }
+  reasons = [f'{_count(stats[key], "slice")} {text}' for key, text in slice_reasons.items()
+             if stats.get(key)]
+  reasons += [f'{_count(stats[key], "piece")} {text}' for key, text in piece_reasons.items()
+              if stats.get(key)]
+  if not reasons:
+    return 'no notes' if not stats.get('slices_considered') else 'every slice was kept'
+  return ', '.join(reasons)
 
 
 def tokens_to_sequence(tokens_TK: np.ndarray, enc: Encoding, qpm: float = DEFAULT_QPM

@@ -21,6 +21,7 @@ import numpy as np
 from common import pipeline
 from common import training
 from common.errors import UserError
+from musicvae import data
 from musicvae import train
 
 
@@ -61,7 +62,8 @@ def evaluate_from_flags(model: nnx.Module, config: Any, options: dict[str, Any])
   slices, stats = train.load_slices(config, split)
   if len(slices) == 0:
     raise UserError(f'musicvae evaluate: the {split} split of {config.dataset} has no '
-                    f'{config.encoding.num_bars}-bar slices (extraction: {dict(stats)}).')
+                    f'{config.encoding.num_bars}-bar slice: '
+                    f'{data.describe_extraction(stats, data.encoding_from_config(config))}.')
   if cap and len(slices) > int(cap):
     slices = slices[np.linspace(0, len(slices) - 1, int(cap)).astype(int)]
   logging.info('musicvae evaluate: %d slices of %s/%s', len(slices), config.dataset, split)

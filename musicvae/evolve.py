@@ -12,21 +12,25 @@ The engine knows nothing of models or UIs: it maps numpy vectors (N, Z) to numpy
 and every random draw comes from one numpy Generator seeded by `seed`, so a session is
 reproducible from its seed and the selections, and its whole state (RNG included) is saved.
 
-Defaults follow the seed write-up's variant: population 8; uniform per-component crossover
-(50/50 from either parent); each child mutated with probability 0.5, each of its components then
-with probability 0.5 getting N(0, sigma) noise; a few foreign N(0, I) vectors for diversity.
+Defaults follow the seed write-up's variant: population 8; the selected vectors stay in the next
+population and, with the crossover children, each is mutated with probability 0.5, each of its
+components then with probability 0.5 getting N(0, sigma) noise; children by uniform per-component
+crossover (50/50 from either parent); a few foreign N(0, I) vectors for diversity.
 Choices the write-up leaves open, and where this differs from the original app:
 - num_foreign defaults to 2, the original app's count (min(N - k, 2)); the write-up gives none.
 - sigma defaults to 0.5, the middle of the write-up's [0, 1] slider; any sigma >= 0 is accepted.
-- elitism defaults to False: the next population is all new (children, then foreign vectors).
-  With elitism=True the k selected vectors come first, unchanged, then max(N - k - F, 0)
-  children and min(F, N - k) foreign vectors, which is the original app's split.
+- keep_selected says what becomes of the k selected vectors: 'mutated' (the default, the
+  write-up) keeps them and mutates them like the children; 'unchanged' keeps them as they are
+  (the original app's elites; `elitism=True` is the same); 'none' breeds an all-new population
+  (children, then foreign vectors). With kept vectors the split is the original app's: the k
+  kept, then max(N - k - F, 0) children and min(F, N - k) foreign vectors.
 - An empty selection is a UserError (there is nothing to breed from); a UI that wants "none of
   these" to mean "start afresh" can make a new Evolution with another seed.
-- Foreign vectors and elites are never mutated; only crossover children are.
+- Foreign vectors are never mutated.
 
-Order of the next population: [elites (selection order)] [children] [foreign]. `history` records
-for each generation where every vector came from (origins, parents), the selection and the sigma.
+Order of the next population: [kept (selection order)] [children] [foreign]. `history` records
+for each generation where every vector came from (origins: a kept vector is 'elite', or 'mutant'
+when mutated, with itself as both parents), the selection and the sigma.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from common import files
 from common.errors import UserError
 
 CROSSOVERS = ('uniform', 'slerp')
+KEEP_SELECTED = ('mutated', 'unchanged', 'none')
 FORMAT = 'musicvae.evolve'
-VERSION = 1
-# What a population row is: the first population, a kept selection, a crossover child (mutated or
-# not), or a fresh N(0, I) vector.
+VERSION = 2  # 1: no keep_selected; its elitism False meant 'none' and True 'unchanged'
+# What a population row is: the first population, a kept selection, a crossover child, a mutated
+# child or kept vector, or a fresh N(0, I) vector.
 ORIGINS = ('initial', 'elite', 'child', 'mutant', 'foreign')
 
 
@@ -85,8 +90,10 @@ class Evolution:
   def __init__(self, z_dim: int, population_size: int = 8, seed: int = 0,
                crossover: str = 'uniform', mutation_probability: float = 0.5,
                component_probability: float = 0.5, sigma: float = 0.5, num_foreign: int = 2,
-               elitism: bool = False, initial_population: np.ndarray | None = None):
-    """The first population is `initial_population` (N, Z) if given, else N(0, I) draws."""
+               keep_selected: str = 'mutated', elitism: bool = False,
+               initial_population: np.ndarray | None = None):
+    """The first population is `initial_population` (N, Z) if given, else N(0, I) draws.
+    elitism=True is keep_selected='unchanged'."""
     if int(z_dim) < 1:
       raise UserError(f'evolution: z_dim must be >= 1, got {z_dim}')
     if int(population_size) < 1:
@@ -99,6 +106,11 @@ class Evolution:
       if not 0.0 <= float(p) <= 1.0:
         raise UserError(f'evolution: {name} must be in [0, 1], got {p}')
     _check_sigma(sigma)
+    if elitism:
+      keep_selected = 'unchanged'
+    if keep_selected not in KEEP_SELECTED:
+      raise UserError(f'evolution: keep_selected must be one of {", ".join(KEEP_SELECTED)}, '
+                      f'got {keep_selected!r}')
     if not 0 <= int(num_foreign) <= int(population_size):
       raise UserError(f'evolution: num_foreign must be in [0, population_size={population_size}]'
                       f', got {num_foreign}')
@@ -106,7 +118,8 @@ class Evolution:
     self.crossover = crossover
     self.mutation_probability = float(mutation_probability)
     self.component_probability = float(component_probability)
-    self.sigma, self.num_foreign, self.elitism = float(sigma), int(num_foreign), bool(elitism)
+    self.sigma, self.num_foreign = float(sigma), int(num_foreign)
+    self.keep_selected = keep_selected
     self._rng = np.random.default_rng(self.seed)
     if initial_population is None:
       population_NZ = self._rng.standard_normal((self.population_size, self.z_dim))
@@ -141,24 +154,26 @@ class Evolution:
     return dict(z_dim=self.z_dim, population_size=self.population_size, seed=self.seed,
                 crossover=self.crossover, mutation_probability=self.mutation_probability,
                 component_probability=self.component_probability, sigma=self.sigma,
-                num_foreign=self.num_foreign, elitism=self.elitism)
+                num_foreign=self.num_foreign, keep_selected=self.keep_selected)
 
   def next_generation(self, selected_indices: Sequence[int], sigma: float | None = None
                       ) -> np.ndarray:
     """Breeds the next population from the selected rows of the current one; returns it.
 
-    Each child: two parents drawn with replacement from the selection, crossed over (uniform:
-    each component from either parent with probability 1/2; slerp: t ~ U(0, 1)), then with
-    probability mutation_probability each component with probability component_probability gets
-    N(0, sigma) noise. sigma (default: the constructor's) is for this generation only.
+    The selected vectors are kept (keep_selected 'mutated' or 'unchanged'). Each child: two
+    parents drawn with replacement from the selection, crossed over (uniform: each component from
+    either parent with probability 1/2; slerp: t ~ U(0, 1)). Then each child, and each kept
+    vector under 'mutated', with probability mutation_probability gets N(0, sigma) noise on each
+    component with probability component_probability. sigma (default: the constructor's) is for
+    this generation only.
     """
     selected = self._check_selection(selected_indices)
     sigma = self.sigma if sigma is None else _check_sigma(sigma)
     parents_NZ = self._history[-1].population_NZ
     n, k = self.population_size, len(selected)
-    num_elite = k if self.elitism else 0
-    num_foreign = min(self.num_foreign, n - num_elite)
-    num_children = n - num_elite - num_foreign
+    num_kept = 0 if self.keep_selected == 'none' else k
+    num_foreign = min(self.num_foreign, n - num_kept)
+    num_children = n - num_kept - num_foreign
     self._rng_states.append(self._rng.bit_generator.state)
     rng = self._rng
 
@@ -169,16 +184,24 @@ class Evolution:
       children_CZ = np.where(rng.random((num_children, self.z_dim)) < 0.5, a_CZ, b_CZ)
     else:
       children_CZ = slerp_rows(a_CZ, b_CZ, rng.random(num_children))
-    mutated_C = rng.random(num_children) < self.mutation_probability
-    mask_CZ = (rng.random((num_children, self.z_dim)) < self.component_probability)
-    noise_CZ = rng.normal(0.0, sigma, size=(num_children, self.z_dim))
-    children_CZ = children_CZ + np.where(mask_CZ & mutated_C[:, None], noise_CZ, 0.0)
+    kept_KZ = parents_NZ[sel[:num_kept]]
+    # The rows that may mutate: the children, and under 'mutated' the kept vectors before them.
+    mutable_MZ = (np.concatenate([kept_KZ, children_CZ]) if self.keep_selected == 'mutated' else
+                  children_CZ)
+    num_mutable = len(mutable_MZ)
+    mutated_M = rng.random(num_mutable) < self.mutation_probability
+    mask_MZ = (rng.random((num_mutable, self.z_dim)) < self.component_probability)
+    noise_MZ = rng.normal(0.0, sigma, size=(num_mutable, self.z_dim))
+    mutable_MZ = mutable_MZ + np.where(mask_MZ & mutated_M[:, None], noise_MZ, 0.0)
     foreign_FZ = rng.standard_normal((num_foreign, self.z_dim))
 
-    population_NZ = np.concatenate([parents_NZ[sel[:num_elite]], children_CZ, foreign_FZ])
-    origins = (('elite',) * num_elite + tuple('mutant' if m else 'child' for m in mutated_C) +
-               ('foreign',) * num_foreign)
-    parents_N2 = np.concatenate([np.repeat(sel[:num_elite, None], 2, axis=1), pairs_C2,
+    mutated_N = np.concatenate([np.zeros(n - num_mutable - num_foreign, bool), mutated_M,
+                                np.zeros(num_foreign, bool)])
+    population_NZ = np.concatenate([kept_KZ[:n - num_mutable - num_foreign], mutable_MZ,
+                                    foreign_FZ])
+    kinds = ('elite',) * num_kept + ('child',) * num_children + ('foreign',) * num_foreign
+    origins = tuple('mutant' if m else kind for m, kind in zip(mutated_N, kinds))
+    parents_N2 = np.concatenate([np.repeat(sel[:num_kept, None], 2, axis=1), pairs_C2,
                                  np.full((num_foreign, 2), -1)]).astype(np.int64)
     self._history.append(Generation(population_NZ, origins, parents_N2, selected, float(sigma)))
     return self.population
@@ -208,11 +231,14 @@ class Evolution:
   def from_dict(cls, state: dict[str, Any]) -> 'Evolution':
     if not isinstance(state, dict) or state.get('format') != FORMAT:
       raise UserError(f'evolution: not a saved evolution (expected format {FORMAT!r})')
-    if state.get('version') != VERSION:
+    if state.get('version') not in (1, VERSION):
       raise UserError(f'evolution: saved with version {state.get("version")}, '
-                      f'this code reads version {VERSION}')
+                      f'this code reads versions 1 and {VERSION}')
     try:
-      evo = cls(**state['config'])
+      config = dict(state['config'])
+      if state['version'] == 1:  # it bred as it did then
+        config['keep_selected'] = 'unchanged' if config.pop('elitism') else 'none'
+      evo = cls(**config)
       history = [Generation(np.array(g['population'], np.float64), tuple(g['origins']),
                             np.array(g['parents'], np.int64).reshape(-1, 2),
                             tuple(int(i) for i in g['selected']), g['sigma'])

@@ -22,7 +22,10 @@ from common import sampling
 from musicvae import lstm
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]  # ((c, h) per layer)
-SIGMA_EPS = 1e-5
+# Magenta's LSTMBlockCell adds forget_bias 1.0 to the forget gate's pre-activation inside the cell,
+# on top of the bias variable.
+ORIGINAL_FORGET_BIAS = 1.0
+ENCODER_INPUTS = ('one_hot', 'drum_roll')
 
 
 def split_tracks(x_BTV: jax.Array, vocab_sizes: Sequence[int]) -> list[jax.Array]:
@@ -45,11 +48,25 @@ def sample_tracks(rng: jax.Array, logits_BV: jax.Array, vocab_sizes: Sequence[in
                     for key, logits in zip(keys, split_tracks(logits_BV, vocab_sizes))], axis=-1)
 
 
-class StackedLSTM(nnx.Module):
-  """LSTM layers with an explicit state; `step` for one time step, `scan` for a sequence."""
+def drum_roll(tokens_BT: jax.Array, num_classes: int = 9) -> jax.Array:
+  """Drum bit sets (B, T) -> float32 (B, T, num_classes + 1): the classes hit, then a "no hit"
+  bit that is 1 where none is (Magenta's DrumsConverter roll_input)."""
+  bits_BTC = (tokens_BT[..., None] >> jnp.arange(num_classes)) & 1
+  no_hit_BT1 = jnp.all(bits_BTC == 0, axis=-1, keepdims=True)
+  return jnp.concatenate([bits_BTC, no_hit_BT1], axis=-1).astype(jnp.float32)
 
-  def __init__(self, in_features: int, sizes: Sequence[int], *, rngs: nnx.Rngs):
+
+class StackedLSTM(nnx.Module):
+  """LSTM layers with an explicit state; `step` for one time step, `scan` for a sequence.
+
+  Gates i, f, g, o (nnx.OptimizedLSTMCell's layout); `forget_bias` is a constant added to the
+  forget gate's pre-activation (1.0 in Magenta's LSTMBlockCell, 0 in flax's cell).
+  """
+
+  def __init__(self, in_features: int, sizes: Sequence[int], *, forget_bias: float = 0.0,
+               rngs: nnx.Rngs):
     self.sizes = tuple(sizes)
+    self.forget_bias = float(forget_bias)
     self.mixed_precision = False  # see use_mixed_precision
     cells = []
     for size in self.sizes:
@@ -81,13 +98,22 @@ class StackedLSTM(nnx.Module):
   def step_projected(self, state: LSTMState, projected_BG: jax.Array
                      ) -> tuple[LSTMState, jax.Array]:
     """One step given the first layer's input projection (B, 4H) instead of its input."""
-    carry, h_BH = _lstm_update(self.cells[0], state[0], projected_BG, self.product)
+    carry, h_BH = _lstm_update(self.cells[0], state[0], projected_BG, self.product,
+                               self.forget_bias)
     new_state = [carry]
     for cell, carry in zip(self.cells[1:], state[1:]):
       carry, h_BH = _lstm_update(cell, carry, self.product(h_BH, cell.dense_i.kernel[...]),
-                                 self.product)
+                                 self.product, self.forget_bias)
       new_state.append(carry)
     return tuple(new_state), h_BH
+
+  def bias(self, cell: nnx.OptimizedLSTMCell) -> jax.Array:
+    """The cell's bias (4H,) with forget_bias added to the forget gate's block."""
+    bias_G = cell.dense_h.bias[...]
+    if not self.forget_bias:
+      return bias_G
+    size = bias_G.shape[-1] // 4
+    return bias_G.at[size:2 * size].add(self.forget_bias)
 
   def step(self, state: LSTMState, x_BI: jax.Array) -> tuple[LSTMState, jax.Array]:
     return self.step_projected(state, self.input_projection(x_BI))
@@ -111,32 +137,38 @@ class StackedLSTM(nnx.Module):
     for cell, carry in zip(self.cells, state):
       kernel_i = cell.dense_i.kernel[...]
       dtype = jnp.bfloat16 if self.mixed_precision else kernel_i.dtype
-      x_TBI, carry = lstm.lstm_layer(kernel_i, cell.dense_h.kernel[...], cell.dense_h.bias[...],
-                                     x_TBI, carry, dtype=dtype, reverse=reverse)
+      x_TBI, carry = lstm.lstm_layer(kernel_i, cell.dense_h.kernel[...], self.bias(cell), x_TBI,
+                                     carry, dtype=dtype, reverse=reverse)
       new_state.append(carry)
     return tuple(new_state), jnp.swapaxes(x_TBI, 0, 1)
 
 
 def _lstm_update(cell: nnx.OptimizedLSTMCell, carry: tuple[jax.Array, jax.Array],
-                 projected_BG: jax.Array, product: Callable[[jax.Array, jax.Array], jax.Array]
-                 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-  """nnx.OptimizedLSTMCell's update (gates i, f, g, o) with dense_i(x) given as `projected_BG`."""
+                 projected_BG: jax.Array, product: Callable[[jax.Array, jax.Array], jax.Array],
+                 forget_bias: float = 0.0) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+  """nnx.OptimizedLSTMCell's update (gates i, f, g, o) with dense_i(x) given as `projected_BG`
+  and `forget_bias` added to the forget gate."""
   c_BH, h_BH = carry
   recurrent_BG = product(h_BH, cell.dense_h.kernel[...]) + cell.dense_h.bias[...]
   i, f, g, o = jnp.split(projected_BG + recurrent_BG, 4, axis=-1)
-  new_c = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
+  new_c = jax.nn.sigmoid(f + forget_bias) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
   new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
   return (new_c, new_h), new_h
 
 
 class BiLSTMEncoder(nnx.Module):
-  """Stacked bidirectional LSTM; the last layer's final h of both directions -> mu, sigma."""
+  """Stacked bidirectional LSTM; the last layer's final h of both directions -> mu, sigma.
 
-  def __init__(self, in_features: int, sizes: Sequence[int], z_dim: int, *, rngs: nnx.Rngs):
+  sigma = softplus(dense) + sigma_epsilon (Magenta: sigma_epsilon 0).
+  """
+
+  def __init__(self, in_features: int, sizes: Sequence[int], z_dim: int, *,
+               forget_bias: float = 0.0, sigma_epsilon: float = 0.0, rngs: nnx.Rngs):
     fw, bw = [], []
+    self.sigma_epsilon = float(sigma_epsilon)
     for size in sizes:
-      fw.append(StackedLSTM(in_features, [size], rngs=rngs))
-      bw.append(StackedLSTM(in_features, [size], rngs=rngs))
+      fw.append(StackedLSTM(in_features, [size], forget_bias=forget_bias, rngs=rngs))
+      bw.append(StackedLSTM(in_features, [size], forget_bias=forget_bias, rngs=rngs))
       in_features = 2 * size
     self.fw, self.bw = nnx.List(fw), nnx.List(bw)
     self.mu = nnx.Linear(in_features, z_dim, rngs=rngs)
@@ -149,7 +181,7 @@ class BiLSTMEncoder(nnx.Module):
       (bw_state,), y_bw = bw.scan(bw.zero_state(batch), x_BTI, reverse=True)
       x_BTI = jnp.concatenate([y_fw, y_bw], axis=-1)
     final_BH = jnp.concatenate([fw_state[1], bw_state[1]], axis=-1)
-    return self.mu(final_BH), jax.nn.softplus(self.sigma(final_BH)) + SIGMA_EPS
+    return self.mu(final_BH), jax.nn.softplus(self.sigma(final_BH)) + self.sigma_epsilon
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,11 +258,11 @@ class FlatDecoder(nnx.Module):
   """LSTM layers from tanh(dense(z)); z is concatenated to every input step."""
 
   def __init__(self, vocab_sizes: Sequence[int], sizes: Sequence[int], z_dim: int, num_steps: int,
-               *, rngs: nnx.Rngs):
+               *, forget_bias: float = 0.0, rngs: nnx.Rngs):
     self.vocab_sizes = tuple(vocab_sizes)
     self.num_steps = num_steps
     width = sum(vocab_sizes)
-    self.lstm = StackedLSTM(width + z_dim, sizes, rngs=rngs)
+    self.lstm = StackedLSTM(width + z_dim, sizes, forget_bias=forget_bias, rngs=rngs)
     self.init = nnx.Linear(z_dim, self.lstm.state_size, rngs=rngs)
     self.out = nnx.Linear(self.lstm.sizes[-1], width, rngs=rngs)
 
@@ -276,13 +308,14 @@ class HierarchicalDecoder(nnx.Module):
 
   def __init__(self, vocab_sizes: Sequence[int], conductor_sizes: Sequence[int],
                sizes: Sequence[int], z_dim: int, num_bars: int, bar_steps: int, *,
-               rngs: nnx.Rngs):
+               forget_bias: float = 0.0, rngs: nnx.Rngs):
     self.vocab_sizes = tuple(vocab_sizes)
     self.num_bars, self.bar_steps = num_bars, bar_steps
-    self.conductor = StackedLSTM(1, conductor_sizes, rngs=rngs)
+    self.conductor = StackedLSTM(1, conductor_sizes, forget_bias=forget_bias, rngs=rngs)
     self.conductor_init = nnx.Linear(z_dim, self.conductor.state_size, rngs=rngs)
     cond = self.conductor.sizes[-1]
-    self.cores = nnx.List([StackedLSTM(v + cond, sizes, rngs=rngs) for v in vocab_sizes])
+    self.cores = nnx.List([StackedLSTM(v + cond, sizes, forget_bias=forget_bias, rngs=rngs)
+                           for v in vocab_sizes])
     self.core_inits = nnx.List([nnx.Linear(cond, self.cores[0].state_size, rngs=rngs)
                                 for _ in vocab_sizes])
     self.outs = nnx.List([nnx.Linear(self.cores[0].sizes[-1], v, rngs=rngs)
@@ -362,28 +395,52 @@ class HierarchicalDecoder(nnx.Module):
 
 
 class MusicVAE(nnx.Module):
-  """Encoder + decoder; tokens int (B, T, K) in, logits (B, T, sum V) out."""
+  """Encoder + decoder; tokens int (B, T, K) in, logits (B, T, sum V) out.
+
+  encoder_input: 'one_hot' (the decoders' concatenated one-hots) or 'drum_roll' (one drum track
+  read as the 9 classes hit plus a "no hit" bit, as Magenta's cat-drums configs do).
+  forget_bias: added to every LSTM's forget gate (Magenta 1.0). sigma_epsilon: added to
+  softplus(dense) for sigma (Magenta 0).
+  """
 
   def __init__(self, *, vocab_sizes: Sequence[int], num_steps: int, z_dim: int,
                encoder_sizes: Sequence[int], decoder_sizes: Sequence[int],
-               conductor_sizes: Sequence[int] = (), bar_steps: int = 16, rngs: nnx.Rngs):
+               conductor_sizes: Sequence[int] = (), bar_steps: int = 16,
+               encoder_input: str = 'one_hot', forget_bias: float = ORIGINAL_FORGET_BIAS,
+               sigma_epsilon: float = 0.0, rngs: nnx.Rngs):
     self.vocab_sizes = tuple(vocab_sizes)
     self.num_steps, self.z_dim = num_steps, z_dim
-    self.encoder = BiLSTMEncoder(sum(vocab_sizes), encoder_sizes, z_dim, rngs=rngs)
+    if encoder_input not in ENCODER_INPUTS:
+      raise ValueError(f'encoder_input must be one of {ENCODER_INPUTS}, got {encoder_input!r}')
+    if encoder_input == 'drum_roll' and len(self.vocab_sizes) != 1:
+      raise ValueError('encoder_input drum_roll reads one drum track')
+    self.encoder_input = encoder_input
+    in_features = (self.vocab_sizes[0].bit_length() if encoder_input == 'drum_roll' else
+                   sum(vocab_sizes))
+    self.encoder = BiLSTMEncoder(in_features, encoder_sizes, z_dim, forget_bias=forget_bias,
+                                 sigma_epsilon=sigma_epsilon, rngs=rngs)
     if conductor_sizes:
       if num_steps % bar_steps:
         raise ValueError(f'num_steps {num_steps} is not a multiple of bar_steps {bar_steps}')
       self.decoder = HierarchicalDecoder(vocab_sizes, conductor_sizes, decoder_sizes, z_dim,
-                                         num_steps // bar_steps, bar_steps, rngs=rngs)
+                                         num_steps // bar_steps, bar_steps,
+                                         forget_bias=forget_bias, rngs=rngs)
     else:
-      self.decoder = FlatDecoder(vocab_sizes, decoder_sizes, z_dim, num_steps, rngs=rngs)
+      self.decoder = FlatDecoder(vocab_sizes, decoder_sizes, z_dim, num_steps,
+                                 forget_bias=forget_bias, rngs=rngs)
 
   def one_hot(self, tokens_BTK: jax.Array) -> jax.Array:
     return one_hot_tracks(tokens_BTK, self.vocab_sizes)
 
+  def encoder_inputs(self, tokens_BTK: jax.Array) -> jax.Array:
+    """What the encoder reads (B, T, I): the one-hots, or the drum roll."""
+    if self.encoder_input == 'drum_roll':
+      return drum_roll(tokens_BTK[..., 0], self.vocab_sizes[0].bit_length() - 1)
+    return self.one_hot(tokens_BTK)
+
   def encode(self, tokens_BTK: jax.Array) -> tuple[jax.Array, jax.Array]:
     """-> (mu, sigma), each (B, Z)."""
-    return self.encoder(self.one_hot(tokens_BTK))
+    return self.encoder(self.encoder_inputs(tokens_BTK))
 
   def reconstruct_logits(self, z_BZ: jax.Array, tokens_BTK: jax.Array,
                          rng: jax.Array | None = None, p_sample: float | jax.Array = 0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Callable, Sequence
+import zlib
 
 from flax import nnx
 import jax
@@ -74,6 +75,37 @@ def decode_tokens(model: model_lib.MusicVAE, z_NZ: np.ndarray, rng: jax.Array,
   return np.concatenate(out) if out else np.zeros((0, model.num_steps, len(model.vocab_sizes)))
 
 
+@functools.partial(nnx.jit, static_argnames='dtype')
+def _decode_rows(model: model_lib.MusicVAE, z_BZ: jax.Array, keys_B: jax.Array,
+                 temperature: jax.Array, dtype: str):
+  copy = model_lib.inference_copy(model, dtype)
+  return jax.vmap(lambda z_Z, key: copy.sample(z_Z[None], key, temperature)[0][0])(z_BZ, keys_B)
+
+
+def row_keys(seed: int, z_NZ: np.ndarray) -> jax.Array:
+  """One key per row of z, from the seed and the row's float32 bytes: the same vector gets the
+  same key wherever it stands in a population."""
+  z_NZ = np.ascontiguousarray(np.asarray(z_NZ, np.float32))
+  base = jax.random.key(seed)
+  return jnp.stack([jax.random.fold_in(base, zlib.crc32(row.tobytes())) for row in z_NZ])
+
+
+def decode_tokens_per_row(model: model_lib.MusicVAE, z_NZ: np.ndarray, seed: int,
+                          temperature: float = 0.5) -> np.ndarray:
+  """z (N, Z) -> tokens int32 (N, T, K), each row decoded with its own key (row_keys): within a
+  seed, a latent vector always decodes to the same notes, whatever else is decoded with it."""
+  if not len(z_NZ):
+    return np.zeros((0, model.num_steps, len(model.vocab_sizes)), np.int32)
+  keys_N = row_keys(seed, z_NZ)
+  out = []
+  for i in range(0, len(z_NZ), ENCODE_BATCH):
+    chunk = np.asarray(z_NZ[i:i + ENCODE_BATCH], np.float32)
+    out.append(np.asarray(_decode_rows(model, jnp.asarray(chunk), keys_N[i:i + ENCODE_BATCH],
+                                       jnp.float32(temperature),
+                                       precision.inference_dtype(len(chunk)))))
+  return np.concatenate(out)
+
+
 def sequences_to_tokens(seqs: Sequence[NoteSequence], enc: data.Encoding,
                         names: Sequence[str] | None = None) -> np.ndarray:
   """The first kept slice of each sequence -> (N, T, K); UserError when one has none.
@@ -89,9 +121,10 @@ def sequences_to_tokens(seqs: Sequence[NoteSequence], enc: data.Encoding,
     slices, stats = data.extract_slices([seq], seq_enc)
     if not len(slices):
       name = names[i] if names else (seq.filename or f'sequence {i}')
-      raise UserError(f'{name}: no {enc.num_bars}-bar {enc.kind} slice found (4/4 time, pitches '
-                      f'{data.MIN_PITCH}..{data.MAX_PITCH}, at most {enc.max_silence_bars:g} '
-                      f'bar(s) of silence); extraction: {dict(stats)}')
+      raise UserError(f'{name}: no {enc.num_bars}-bar {enc.kind} slice: '
+                      f'{data.describe_extraction(stats, seq_enc)} (a slice needs 4/4 time, '
+                      f'pitches {data.MIN_PITCH}..{data.MAX_PITCH} and at most '
+                      f'{enc.max_silence_bars:g} bar(s) of silence)')
     out.append(slices[0])
   return np.stack(out).astype(np.int32)
 
@@ -278,7 +311,8 @@ def attribute_vector_for(attribute: str | None, vectors: dict[str, np.ndarray] |
     raise UserError(f'musicvae: --attribute must be one of {", ".join(ATTRIBUTES)}, '
                     f'got {attribute!r}')
   if not vectors or attribute not in vectors:
-    raise UserError(f'musicvae: this model has no attribute vector for {attribute!r}; compute '
-                    'them with python -m experiments.export --attribute_vectors (needs its data '
-                    'set)')
+    raise UserError(f'musicvae: this model has no attribute vector for {attribute!r} (no '
+                    f'{ATTRIBUTE_VECTORS_FILE} beside its checkpoint); python -m '
+                    'experiments.export --workdir=<the run> --out_dir=<a new folder> computes them '
+                    "from the run's data set into the export: generate from that folder")
   return vectors[attribute]

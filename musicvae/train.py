@@ -73,8 +73,8 @@ def _check_nonempty(slices: np.ndarray, config: ml_collections.ConfigDict, split
                     stats: collections.Counter) -> None:
   if len(slices) == 0:
     raise UserError(f'musicvae: dataset {config.dataset!r} split {split!r} gave no '
-                    f'{config.encoding.num_bars}-bar {config.encoding.kind} slices '
-                    f'(extraction: {dict(stats)})')
+                    f'{config.encoding.num_bars}-bar {config.encoding.kind} slice: '
+                    f'{data.describe_extraction(stats, data.encoding_from_config(config))}')
 
 
 def train_iterator(config: ml_collections.ConfigDict, process_index: int, process_count: int
@@ -205,11 +205,14 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.MusicVAE:
   enc = data.encoding_from_config(config)
   m = config.model
+  roll_input = enc.kind == 'drums' and config.encoding.get('roll_input', True)
   model = model_lib.MusicVAE(
       vocab_sizes=enc.vocab_sizes, num_steps=enc.num_steps, z_dim=m.z_dim,
       encoder_sizes=tuple(m.encoder_sizes), decoder_sizes=tuple(m.decoder_sizes),
       conductor_sizes=tuple(m.get('conductor_sizes') or ()), bar_steps=data.STEPS_PER_BAR,
-      rngs=rngs)
+      encoder_input='drum_roll' if roll_input else 'one_hot',
+      forget_bias=m.get('forget_bias', model_lib.ORIGINAL_FORGET_BIAS),
+      sigma_epsilon=m.get('sigma_epsilon', 0.0), rngs=rngs)
   return model_lib.use_mixed_precision(model) if config.get('mixed_precision') else model
 
 

@@ -2,7 +2,7 @@
 render MIDI/WAV/PNG bytes. No web code here (studio.app calls these).
 
     models = load_models('pretrained/mel_2bar_small', 'pretrained/coconet_small')
-    seqs = decode_population(models.musicvae, z_NZ, seed=3, generation=0)
+    seqs = decode_population(models.musicvae, z_NZ, seed=3)
     soprano_T, shift = soprano_from_grid([67, 67, None, 69, ...], steps_per_note=2)
     pitches_TI = harmonize(models.coconet, soprano_T, gibbs_steps=64, seed=0)
     wav = render_bytes(harmony_sequence(pitches_TI), 'wav')
@@ -159,13 +159,14 @@ def load_models(musicvae_workdir: str | None, coconet_workdir: str | None, *,
 # Evolve
 
 
-def decode_population(mvae: LoadedMusicVAE, z_NZ: np.ndarray, *, seed: int, generation: int
+def decode_population(mvae: LoadedMusicVAE, z_NZ: np.ndarray, *, seed: int
                       ) -> list[NoteSequence]:
-  """Decodes latent vectors (N, Z) to melodies; the key depends on (seed, generation) only, so a
-  generation that is undone and bred again from the same selection sounds the same."""
-  key = jax.random.fold_in(jax.random.key(seed), generation)
-  return musicvae_sample.decode(mvae.model, np.asarray(z_NZ, np.float32), mvae.encoding, key,
-                       mvae.temperature)
+  """Decodes latent vectors (N, Z) to melodies, each with a key from (seed, the vector): within
+  a session the same vector always sounds the same (a kept melody that was not mutated, a
+  generation undone and bred again)."""
+  tokens = musicvae_sample.decode_tokens_per_row(mvae.model, np.asarray(z_NZ, np.float32), seed,
+                                                 mvae.temperature)
+  return [musicvae_data.tokens_to_sequence(t, mvae.encoding) for t in tokens]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def warm_up(models: Models, population_size: int, gibbs_steps: int = DEFAULT_GIB
   with models.lock:
     if models.musicvae is not None:
       decode_population(models.musicvae, np.zeros((population_size, models.musicvae.z_dim)),
-                        seed=0, generation=0)
+                        seed=0)
     if models.coconet is not None:
       soprano_T, _ = soprano_from_grid([72] * GRID_STEPS)
       harmonize(models.coconet, soprano_T, gibbs_steps=gibbs_steps, seed=0)

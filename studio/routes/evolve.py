@@ -26,8 +26,7 @@ def _decode_generation(session: sessions.Session, mvae: engine.LoadedMusicVAE) -
   """Decodes the current population into the session's outputs; their ids."""
   evo = session.evolution
   with context.current().models.lock:
-    seqs = engine.decode_population(mvae, evo.population, seed=evo.seed,
-                                    generation=evo.generation)
+    seqs = engine.decode_population(mvae, evo.population, seed=evo.seed)
   ids = []
   for i, seq in enumerate(seqs):
     name = f'evolve_g{evo.generation:03d}_{i}'

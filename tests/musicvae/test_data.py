@@ -1,6 +1,7 @@
 """MusicVAE encodings: exact round trips, slicing rules, extraction statistics."""
 
 import collections
+import dataclasses
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
@@ -166,3 +167,61 @@ def test_chorale_soprano():
   x[0:8, 0], x[8:16, 0], x[16:32, 0] = 67, 69, 67
   slices, _ = data.extract_slices([x], MEL2)
   assert data.melody_notes(slices[0][:, 0]) == [(0, 8, 67), (8, 16, 69), (16, 32, 67)]
+
+
+def _trio_seq(parts, num_steps=32):
+  """A quantized sequence from {instrument: (program, is_drum, [(start, end, pitch)])}."""
+  seq = data.tokens_to_sequence(np.zeros((num_steps, 3), np.int16), data.Encoding('trio', 2))
+  for instrument, (program, is_drum, notes) in parts.items():
+    for start, end, pitch in notes:
+      seq.notes.add(pitch=pitch, velocity=80, instrument=instrument, program=program,
+                    is_drum=is_drum, quantized_start_step=start, quantized_end_step=end,
+                    start_time=start * 0.125, end_time=end * 0.125)
+  return seq
+
+
+def test_trio_every_instrument_combination_is_an_example():
+  """As Magenta's TrioConverter: two melody-range instruments give two examples (in instrument
+  order), each line on its own; an instrument with notes of two kinds is left out; the legacy
+  setting merges the melody-range instruments into one line."""
+  beat = [(t, t + 4, 60) for t in range(0, 32, 4)]
+  seq = _trio_seq({
+      0: (0, False, [(t, t + 2, 72) for t in range(0, 32, 4)]),   # piano: melody
+      1: (25, False, [(t, t + 4, 67) for t in range(0, 32, 8)]),  # guitar: melody
+      2: (33, False, [(t, t + 8, 40) for t in range(0, 32, 8)]),  # bass
+      3: (0, True, [(t, t + 1, 36) for t in range(0, 32, 4)]),    # drums
+      4: (0, False, beat), 5: (0, True, []),
+  })
+  for n in seq.notes:
+    if n.instrument == 4 and n.quantized_start_step >= 16:
+      n.program = 33  # melody and bass notes in one instrument: not a part
+  enc = data.Encoding('trio', 2, max_silence_bars=2)
+  slices, stats = data.extract_slices([seq], enc)
+  assert len(slices) == 2 and stats['slices_kept'] == 2
+  assert [p for _, _, p in data.melody_notes(slices[0][:, 0])] == [72] * 8
+  assert [p for _, _, p in data.melody_notes(slices[1][:, 0])] == [67] * 4
+  assert np.array_equal(slices[0][:, 1:], slices[1][:, 1:])
+  merged, _ = data.extract_slices([seq], dataclasses.replace(enc, trio_combinations=False))
+  assert len(merged) == 1
+
+
+def test_trio_without_a_part_is_counted():
+  seq = _trio_seq({0: (0, False, [(0, 32, 72)]), 3: (0, True, [(0, 1, 36)])})
+  slices, stats = data.extract_slices([seq], data.Encoding('trio', 2, max_silence_bars=2))
+  assert len(slices) == 0 and stats['pieces_without_bass'] == 1
+
+
+def test_describe_extraction_in_words():
+  stats = collections.Counter(sequences=3, slices_considered=6, dropped_silence_melody=3,
+                              dropped_empty_melody=1, dropped_pitch_out_of_range=1,
+                              pieces_not_4_4=2, pieces_shorter_than_a_slice=1,
+                              pieces_1_4_as_4_4=4)
+  assert data.describe_extraction(stats, MEL2) == (
+      '1 slice with pitches outside 21..108, 1 slice without melody notes, 3 slices with more '
+      'than 1 bar of silence in the melody, 2 pieces not in 4/4, 1 piece shorter than 2 bars')
+  assert data.describe_extraction(collections.Counter(sequences=1), MEL2) == 'no notes'
+  trio = data.Encoding('trio', 16, max_silence_bars=2)
+  assert data.describe_extraction(collections.Counter(pieces_without_bass=1), trio) == (
+      '1 piece without a bass instrument (programs 32-39)')
+  assert data.describe_extraction(collections.Counter(dropped_silence_trio=2), trio) == (
+      '2 slices where a part is silent for more than 2 bars')

@@ -15,24 +15,68 @@ def _run(evo, selections, sigmas=None):
   return evo.population
 
 
-@pytest.mark.parametrize('elitism', [False, True])
+@pytest.mark.parametrize('keep_selected', evolve.KEEP_SELECTED)
 @pytest.mark.parametrize('crossover', evolve.CROSSOVERS)
-def test_population_size_constant(elitism, crossover):
-  evo = evolve.Evolution(z_dim=6, seed=1, elitism=elitism, crossover=crossover)
+def test_population_size_constant(keep_selected, crossover):
+  evo = evolve.Evolution(z_dim=6, seed=1, keep_selected=keep_selected, crossover=crossover)
   assert evo.population.shape == (8, 6)
   for sel in ([0], [1, 2], list(range(8)), [7, 3, 5], [4]):
     assert evo.next_generation(sel).shape == (8, 6)
     g = evo.history[-1]
     assert len(g.origins) == 8 and g.parents_N2.shape == (8, 2)
-    assert g.origins.count('foreign') == min(2, 8 - (len(sel) if elitism else 0))
+    num_kept = 0 if keep_selected == 'none' else len(sel)
+    assert g.origins.count('foreign') == min(2, 8 - num_kept)
+    np.testing.assert_array_equal(g.parents_N2[:num_kept], np.array([sel, sel]).T[:num_kept])
   assert evo.generation == 5 and len(evo.history) == 6
 
 
 def test_defaults_follow_the_seed_write_up():
   evo = evolve.Evolution(z_dim=4)
   assert (evo.population_size, evo.crossover, evo.mutation_probability,
-          evo.component_probability, evo.elitism) == (8, 'uniform', 0.5, 0.5, False)
+          evo.component_probability, evo.keep_selected) == (8, 'uniform', 0.5, 0.5, 'mutated')
   assert 0.0 <= evo.sigma <= 1.0
+  assert evolve.Evolution(z_dim=4, elitism=True).keep_selected == 'unchanged'
+
+
+def test_selected_vectors_are_kept_and_mutated_like_the_children():
+  """The write-up's default: the k selected vectors are rows 0..k-1 of the next population, each
+  mutated with probability 0.5 (about half of its components get noise), the others untouched;
+  then crossover children, then the foreign vectors."""
+  kept_mutated = kept_unchanged = 0
+  for seed in range(40):
+    evo = evolve.Evolution(z_dim=200, seed=seed, sigma=0.3)
+    before = evo.population
+    after = evo.next_generation([5, 2])
+    g = evo.history[-1]
+    assert g.origins[2:6] == tuple(o for o in g.origins[2:6] if o in ('child', 'mutant'))
+    assert g.origins[6:] == ('foreign', 'foreign')
+    for row, index in enumerate([5, 2]):
+      changed = after[row] != before[index]
+      if g.origins[row] == 'mutant':
+        kept_mutated += 1
+        assert 0.35 < changed.mean() < 0.65
+        np.testing.assert_allclose(np.std((after[row] - before[index])[changed]), 0.3, rtol=0.3)
+      else:
+        assert g.origins[row] == 'elite' and not changed.any()
+        kept_unchanged += 1
+  assert 20 < kept_mutated < 60 and 20 < kept_unchanged < 60  # p 0.5 of 80
+
+
+def test_keep_selected_none_is_the_earlier_behaviour():
+  """keep_selected='none' breeds an all-new population, as sessions saved in version 1 without
+  elitism did; a version-1 file loads with the behaviour it had."""
+  evo = evolve.Evolution(z_dim=8, seed=3, keep_selected='none')
+  before = evo.population
+  after = evo.next_generation([1])
+  assert 'elite' not in evo.history[-1].origins
+  assert not any(np.array_equal(row, before[1]) for row in after[evo.history[-1].origins.index(
+      'foreign'):])
+  for elitism, expected in ((False, 'none'), (True, 'unchanged')):
+    state = evolve.Evolution(z_dim=3, seed=1, keep_selected=expected).to_dict()
+    state['version'] = 1
+    del state['config']['keep_selected']
+    state['config']['elitism'] = elitism
+    assert evolve.Evolution.from_dict(state).keep_selected == expected
 
 
 def test_uniform_children_take_each_component_from_a_parent():
@@ -187,7 +231,8 @@ def test_bad_selection_is_a_user_error(selection, match):
 @pytest.mark.parametrize('kwargs', [
     dict(z_dim=0), dict(population_size=0), dict(crossover='blend'),
     dict(mutation_probability=1.5), dict(component_probability=-0.1), dict(sigma=-1.0),
-    dict(sigma=float('nan')), dict(num_foreign=9), dict(initial_population=np.zeros((3, 4)))])
+    dict(sigma=float('nan')), dict(num_foreign=9), dict(initial_population=np.zeros((3, 4))),
+    dict(keep_selected='all')])
 def test_bad_config_is_a_user_error(kwargs):
   with pytest.raises(UserError):
     evolve.Evolution(**{'z_dim': 4, **kwargs})
@@ -196,8 +241,8 @@ def test_bad_config_is_a_user_error(kwargs):
 
 
 def test_all_foreign_is_random_sampling():
-  """num_foreign = N without elitism ignores the selection: fresh N(0, I) each generation."""
-  evo = evolve.Evolution(z_dim=5, num_foreign=8)
+  """num_foreign = N, keeping nothing, ignores the selection: fresh N(0, I) each generation."""
+  evo = evolve.Evolution(z_dim=5, num_foreign=8, keep_selected='none')
   assert set(evo.history[0].origins) == {'initial'}
   evo.next_generation([0])
   assert set(evo.history[-1].origins) == {'foreign'}

@@ -10,8 +10,8 @@ from musicvae import lstm
 from musicvae import model as model_lib
 
 
-def _stack(in_features, sizes, seed=0):
-  return model_lib.StackedLSTM(in_features, sizes, rngs=nnx.Rngs(seed))
+def _stack(in_features, sizes, seed=0, forget_bias=0.0):
+  return model_lib.StackedLSTM(in_features, sizes, forget_bias=forget_bias, rngs=nnx.Rngs(seed))
 
 
 def _reference_scan(stack, state, x_BTI, reverse):
@@ -30,11 +30,11 @@ def _loss_fn(scan_fn):
 
 
 @pytest.mark.parametrize('reverse', [False, True])
-@pytest.mark.parametrize('sizes', [(6,), (5, 7)])
-def test_fast_layer_equals_autodiff_of_step_loop(reverse, sizes):
+@pytest.mark.parametrize('sizes,forget_bias', [((6,), 0.0), ((5, 7), 0.0), ((5, 7), 1.0)])
+def test_fast_layer_equals_autodiff_of_step_loop(reverse, sizes, forget_bias):
   rng = np.random.default_rng(0)
   batch, steps, in_features = 3, 9, 4
-  stack = _stack(in_features, sizes)
+  stack = _stack(in_features, sizes, forget_bias=forget_bias)
   state = tuple((jnp.asarray(rng.normal(size=(batch, s)), jnp.float32),
                  jnp.asarray(rng.normal(size=(batch, s)), jnp.float32)) for s in sizes)
   x = jnp.asarray(rng.normal(size=(batch, steps, in_features)), jnp.float32)

@@ -123,6 +123,36 @@ def test_conditioning_projected_once_equals_the_concatenated_input(name):
     state = dec.core_state(0, cond_BC)
     _, fast = dec.core_step(0, state, prev_BV, cond_BC)
   h = jnp.concatenate([prev_BV, cond_BC], axis=-1)
+  assert lstm.forget_bias == model_lib.ORIGINAL_FORGET_BIAS
   for cell, carry in zip(lstm.cells, state):
-    _, h = cell(carry, h)
+    _, h = _block_cell_step(cell, carry, h, lstm.forget_bias)
   np.testing.assert_allclose(fast, out(h), atol=1e-6)
+
+
+def _block_cell_step(cell, carry, x_BI, forget_bias):
+  """The obvious LSTMBlockCell step: [x, h] @ [W_i; W_h] + b, gates i, f, g, o, forget_bias
+  added to f (the same as flax's cell when forget_bias is 0)."""
+  c_BH, h_BH = carry
+  kernel = jnp.concatenate([cell.dense_i.kernel[...], cell.dense_h.kernel[...]], axis=0)
+  i, f, g, o = jnp.split(jnp.concatenate([x_BI, h_BH], -1) @ kernel + cell.dense_h.bias[...], 4,
+                         axis=-1)
+  c_BH = jax.nn.sigmoid(f + forget_bias) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h_BH = jax.nn.sigmoid(o) * jnp.tanh(c_BH)
+  return (c_BH, h_BH), h_BH
+
+
+def test_forget_bias_zero_is_flax_cell_and_one_is_block_cell():
+  """forget_bias 0 (older runs) steps as flax's cell; 1 as Magenta's LSTMBlockCell formula."""
+  x_BI = jax.random.normal(jax.random.key(0), (2, 5))
+  for forget_bias in (0.0, 1.0):
+    lstm = model_lib.StackedLSTM(5, (6,), forget_bias=forget_bias, rngs=nnx.Rngs(3))
+    state = (tuple(jax.random.normal(jax.random.key(k), (2, 6)) for k in (1, 2)),)
+    (carry,), h = lstm.step(state, x_BI)
+    reference, h_ref = _block_cell_step(lstm.cells[0], state[0], x_BI, forget_bias)
+    np.testing.assert_allclose(h, h_ref, atol=1e-6)
+    np.testing.assert_allclose(carry[0], reference[0], atol=1e-6)
+    if not forget_bias:
+      _, h_flax = lstm.cells[0](state[0], x_BI)
+      np.testing.assert_allclose(h, h_flax, atol=1e-6)
+    _, h_scan = lstm.scan(state, x_BI[:, None])
+    np.testing.assert_allclose(h_scan[:, 0], h, atol=1e-6)

@@ -82,9 +82,22 @@ def test_encode_decode_sample_interpolate_shapes():
 
 
 def test_encode_rejects_sequence_without_slice():
+  """The error says in words why no slice was found (not a raw Counter)."""
   seq = data.tokens_to_sequence(np.zeros(32, np.int16), ENC)  # silence
-  with pytest.raises(UserError, match='no 2-bar melody slice'):
+  with pytest.raises(UserError, match='no 2-bar melody slice') as e:
     sample.sequences_to_tokens([seq], ENC, ['silence.mid'])
+  assert str(e.value).startswith('silence.mid: no 2-bar melody slice: 1 piece without notes (a '
+                                 'slice needs')
+  sparse = data.tokens_to_sequence(np.zeros(32 * 3, np.int16), ENC)
+  for start in (0, 40, 88):
+    sparse.notes.add(pitch=60, velocity=80, quantized_start_step=start,
+                     quantized_end_step=start + 2, start_time=start / 8, end_time=start / 8 + .25)
+  with pytest.raises(UserError) as e:
+    sample.sequences_to_tokens([sparse], ENC, ['sparse.mid'])
+  assert str(e.value).startswith(
+      'sparse.mid: no 2-bar melody slice: 1 slice without melody notes, 4 slices with more than 1 '
+      'bar of silence in the melody (a slice needs 4/4 time')
+  assert '{' not in str(e.value) and "'" not in str(e.value)
 
 
 @pytest.mark.slow

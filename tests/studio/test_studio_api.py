@@ -116,7 +116,8 @@ def test_evolve_next_undo_and_downloads(client):
   one = client.post('/api/evolve/next', json=dict(generation=0, selected=[0, 3], sigma=0.3)).json
   assert one['generation'] == 1 and one['can_undo'] and one['selected'] == [0, 3]
   assert one['last_sigma'] == 0.3
-  assert {c['origin'] for c in one['population']} <= {'child', 'mutant', 'foreign'}
+  assert {c['origin'] for c in one['population']} <= {'elite', 'child', 'mutant', 'foreign'}
+  assert [c['parents'] for c in one['population'][:2]] == [[0, 0], [3, 3]]  # kept, maybe mutated
   for candidate in one['population']:
     assert set(candidate['parents']) <= {0, 3}
 
