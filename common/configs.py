@@ -66,6 +66,19 @@ _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ('cpword', 'tokens.velocity_min', 1),
     ('cpword', 'tokens.velocity_max', 127),
     ('cpword', 'tokens.durations', 'grid'),
+    # pianonet before the original's encoding (pianonet/data.py's docstring; pretrained/
+    # pianonet_small): 48 steps per second, pedal applied, rounded note ends, every note its own
+    # run, trimming in the key window, note-wise stretching of the training songs only, the song
+    # itself kept beside its stretched copies, silence before the first song too.
+    ('pianonet', 'time_grid', 'seconds'),
+    ('pianonet', 'sustain', True),
+    ('pianonet', 'note_end', 'round'),
+    ('pianonet', 'note_rules', 'separate'),
+    ('pianonet', 'trim', 'window'),
+    ('pianonet', 'stretch_method', 'notes'),
+    ('pianonet', 'unstretched_copy', True),
+    ('pianonet', 'stretch_validation', False),
+    ('pianonet', 'padding', 'around'),
 )
 
 

@@ -7,11 +7,19 @@
 'paper' is Angsten's largest shipped model: 4 blocks x 12 layers of kernel-2 causal convs with
 widths 4, 6, ..., 98 (316,139 parameters), receptive field 16,381 key states (~4.7 s at 72 keys x
 48 steps/s), 72 keys from MIDI 31, 24 time steps x 72 keys predicted per sample.
+
+Every variant encodes music as the original does (pianonet/data.py: 24 steps per beat of the
+tempo map, no pedal, its rules for re-struck keys, trimming on all 128 keys, all copies stretched
+by nearest-neighbour resampling, validation stretched too, silence after each copy). The earlier
+encoding of this codebase is one flag per rule away: --config.time_grid=seconds
+--config.sustain=True --config.note_rules=separate --config.note_end=round --config.trim=window
+--config.stretch_method=notes --config.unstretched_copy=True --config.stretch_validation=False
+--config.padding=around (runs recorded before these flags existed read them so:
+common/configs.py _LEGACY_DEFAULTS).
 """
 
-import math
-
 import ml_collections
+from ml_collections import config_dict
 
 from common import configs
 
@@ -21,14 +29,16 @@ def widths(start: int, step: int, num_layers: int) -> list[int]:
   return [start + step * i for i in range(num_layers)]
 
 
-def _model(block_layers: list[int], width_start: int, width_step: int, kernel_size: int = 2,
-           key_down_rate: float = 0.04) -> ml_collections.ConfigDict:
+def _model(block_layers: list[int], width_start: int, width_step: int,
+           kernel_size: int = 2) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.kernel_size = kernel_size
   m.block_layers = block_layers
   m.widths = widths(width_start, width_step, sum(block_layers))
-  # The output starts at the data's base rate: logit(0.04) = -3.18 (the paper used -3.2).
-  m.output_bias_init = round(math.log(key_down_rate / (1 - key_down_rate)), 3)
+  # None: the logit of config.train_key_down_rate, the training sequence's key-down rate that
+  # pianonet.train.get_task measures when a run starts, so that training starts from the data's
+  # base rate. The original set a constant -3.2 (rate 0.039) whatever its data's rate was.
+  m.output_bias_init = config_dict.placeholder(float)
   # Not in the paper: one-hot of the next key's index as extra input channels.
   m.key_phase_input = False
   return m
@@ -44,14 +54,26 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c = configs.add_common_settings(ml_collections.ConfigDict(), task='pianonet', variant=variant,
                                   dataset='maestro')
   c.cache_dir = '~/.cache/musicgen/pianonet'   # encoded sequences; '' disables the cache
-  # Encoding.
-  c.steps_per_second = 48.0
+  # Encoding (pianonet/data.py): the original's rules.
+  c.time_grid = 'beats'      # 'beats': steps_per_beat per beat of the tempo map; 'seconds'
+  c.steps_per_beat = 24
+  c.steps_per_second = 48.0  # the 'seconds' grid; padding, generated seconds, decoded MIDI
   c.num_keys = 72
   c.lowest_key = 31
-  c.sustain = True
+  c.sustain = False          # the original reads note-offs only
+  c.note_rules = 'original'  # or 'separate': every note its own run of >= 1 step
+  c.note_end = 'floor'       # or 'round'
+  c.trim = 'all_keys'        # silence trimmed on the 128-key roll, or 'window'
   c.pad_seconds = (4.0, 6.0)
-  c.stretch_copies = 4       # stretched copies per training song (the paper used 4 to 10)
+  c.padding = 'after'        # silence after each copy; 'around': before the first one too
+  # Time-stretch augmentation (pianonet/data.py: Augmentation).
+  c.stretch_copies = 5       # stretched copies per song (the original's 72-key data set: 5)
   c.stretch_range = (0.85, 1.2)
+  c.stretch_method = 'rows'  # nearest-neighbour rows, or 'notes': every note kept
+  c.unstretched_copy = False  # the original keeps only the stretched copies
+  c.stretch_validation = True  # the original stretches its validation songs too
+  c.num_synthetic = 8        # songs per training split of dataset='synthetic'
+  c.train_key_down_rate = config_dict.placeholder(float)  # measured when a run starts
   # Training.
   c.batch_size = 32
   c.num_train_steps = 200_000
@@ -91,8 +113,8 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   elif variant == 'tiny':
     c.dataset = 'synthetic'
     c.cache_dir = ''
-    c.max_pieces = 8
     c.steps_per_second = 8.0
+    c.steps_per_beat = 4       # 8 steps per second at the synthetic songs' 120 qpm
     c.num_keys = 16
     c.lowest_key = 60
     c.pad_seconds = (0.5, 1.0)
@@ -110,5 +132,5 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     c.sample_seconds = 1.0
     c.edge_thresholds = (1.0, 0.4)
     # Receptive field 63 (~4 steps). Equal widths: few distinct shapes, so little to compile.
-    c.model = _model([5, 5], 8, 0, key_down_rate=0.12)
+    c.model = _model([5, 5], 8, 0)
   return c

@@ -164,7 +164,7 @@ def seed_from_notes(seq: Any, enc: data.Encoding, receptive_field: int, seconds:
   naming `name` when no note fits the key window."""
   midi.pitched_notes(seq, name)
   roll_TK, stats = data.sequence_to_roll(seq, enc)
-  if not roll_TK.shape[0]:
+  if not roll_TK.any():
     raise UserError(f'{name}: no notes inside the key window (MIDI {enc.lowest_key}..'
                     f'{enc.lowest_key + enc.num_keys - 1}; {stats.out_of_range} notes outside).')
   if seconds is not None:

@@ -15,6 +15,7 @@ One definition serves training (`__call__`, flax convs with causal padding) and 
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -28,6 +29,9 @@ from common.errors import UserError
 
 # Keras' Conv1D default, which the original PianoNet used.
 _KERNEL_INIT = nnx.initializers.glorot_uniform()
+# The original's output bias initialiser, Constant(-3.2): what a config without a measured
+# key-down rate (output_bias_init None, before training calibrates it) starts from.
+ORIGINAL_OUTPUT_BIAS = -3.2
 
 
 def block_dilations(block_layers: Sequence[int]) -> list[int]:
@@ -157,13 +161,30 @@ class PianoNet(nnx.Module):
     return state, out_B1[:, 0]
 
 
+def output_bias_for_rate(key_down_rate: float) -> float:
+  """The output bias that makes an untrained model predict `key_down_rate`: its logit."""
+  rate = min(max(float(key_down_rate), 1e-6), 1 - 1e-6)
+  return math.log(rate / (1 - rate))
+
+
+def initial_output_bias(config: ml_collections.ConfigDict) -> float:
+  """config.model.output_bias_init; when None, the logit of config.train_key_down_rate (the
+  measured rate of the training data); without either, the original's -3.2."""
+  bias = config.model.get('output_bias_init')
+  if bias is not None:
+    return float(bias)
+  rate = config.get('train_key_down_rate')
+  return ORIGINAL_OUTPUT_BIAS if rate is None else output_bias_for_rate(rate)
+
+
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> PianoNet:
-  """PianoNet from a pianonet config (uses config.num_keys and config.model)."""
+  """PianoNet from a pianonet config (uses config.num_keys, config.model and
+  initial_output_bias)."""
   m = config.model
   _check(m)
   return PianoNet(num_keys=config.num_keys, kernel_size=m.kernel_size,
                   block_layers=tuple(m.block_layers), widths=tuple(m.widths),
-                  output_bias_init=m.output_bias_init,
+                  output_bias_init=initial_output_bias(config),
                   key_phase_input=m.get('key_phase_input', False), rngs=rngs)
 
 

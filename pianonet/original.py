@@ -42,8 +42,6 @@ MICRO_1_WIDTHS = [2, 4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18,
                   19, 20, 21, 22, 23, 24, 25, 26, 28, 30, 32,
                   34, 36, 40, 44, 52, 60, 72, 84,
                   100, 116, 132, 156]
-# The original's output bias initialiser (Constant(-3.2)); only a fresh model uses it.
-ORIGINAL_OUTPUT_BIAS = -3.2
 
 
 def _original_config(name: str, block_layers: list[int], widths: list[int]
@@ -54,7 +52,7 @@ def _original_config(name: str, block_layers: list[int], widths: list[int]
   c.variant = name
   c.model.block_layers = list(block_layers)
   c.model.widths = list(widths)
-  c.model.output_bias_init = ORIGINAL_OUTPUT_BIAS
+  c.model.output_bias_init = model_lib.ORIGINAL_OUTPUT_BIAS  # what the original started from
   return c
 
 

@@ -11,6 +11,7 @@ full receptive field of real history (silence before the start of the data).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -61,20 +62,36 @@ _SPLITS: dict[tuple[str, str], data.SongSequence] = {}
 
 
 def get_split(config: ml_collections.ConfigDict, split: str) -> data.SongSequence:
-  key = (config.to_json_best_effort(sort_keys=True), split)
+  """The encoded split (data.load_split), kept for the rest of the process."""
+  key = json.dumps(data.split_settings(config, split), sort_keys=True) + str(
+      config.get('cache_dir'))
   if key not in _SPLITS:
     start = time.perf_counter()
     seq = data.load_split(config, split)
     s = seq.stats
-    logging.info('pianonet %s/%s: %d songs (+copies), %d key states (%.1f h), key-down rate %.4f '
-                 '(logit %.2f); notes kept %d, out of the key window %d, merged %d, shifted %d; '
-                 '%.1f s', config.dataset, split, s.songs, len(seq.keys_N),
-                 seq.num_steps / config.steps_per_second / 3600, s.key_down_rate,
-                 math.log(max(s.key_down_rate, 1e-6) / max(1 - s.key_down_rate, 1e-6)),
-                 s.notes_kept, s.out_of_range, s.duplicates, s.shifted,
-                 time.perf_counter() - start)
+    logging.info('pianonet %s/%s: %d songs, %d copies, %d key states (%.1f h), key-down rate %.4f '
+                 '(songs alone %.4f); notes kept %d, out of the key window %d, vanished %d, '
+                 'merged %d, shifted %d; %.1f s', config.dataset, split, s.songs,
+                 len(seq.song_starts), len(seq.keys_N),
+                 seq.num_steps / config.steps_per_second / 3600, seq.key_down_rate,
+                 s.key_down_rate, s.notes_kept, s.out_of_range, s.vanished, s.duplicates,
+                 s.shifted, time.perf_counter() - start)
     _SPLITS[key] = seq
   return _SPLITS[key]
+
+
+def calibrate_output_bias(config: ml_collections.ConfigDict) -> None:
+  """Records config.train_key_down_rate, the key-down rate of the training sequence, when the
+  model's output bias comes from it (model.output_bias_init None; see
+  model.initial_output_bias) and it is not known yet, so that a new model starts at the data's
+  base rate. A run that starts from other weights (init_from) needs none."""
+  if (config.model.get('output_bias_init') is not None or
+      config.get('train_key_down_rate') is not None or config.get('init_from')):
+    return
+  rate = get_split(config, 'train').key_down_rate
+  config.train_key_down_rate = rate
+  logging.info('pianonet: training key-down rate %.5f: output bias %.4f', rate,
+               model_lib.output_bias_for_rate(rate))
 
 
 class TrainWindows:
@@ -200,7 +217,9 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model_lib.
 
 
 def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
-  """PianoNet's TrainTask for common.training.train_and_evaluate."""
+  """PianoNet's TrainTask for common.training.train_and_evaluate (calibrates the output bias of a
+  new run first: calibrate_output_bias)."""
+  calibrate_output_bias(config)
   logging.info('pianonet %s: receptive field %d key states (%.2f s), %d parameters',
                config.get('variant', '?'), model_lib.receptive_field(config.model),
                model_lib.receptive_field(config.model) / config.num_keys / config.steps_per_second,

@@ -1,4 +1,9 @@
-"""PianoNet encoding: rolls round-trip, repeated notes stay apart, stretching keeps every note."""
+"""PianoNet encoding: rolls round-trip, repeated notes stay apart, stretching, splits, caches.
+
+The original's rules are tested against its own rolls in test_original_encoding.py; most tests
+here use this codebase's earlier rules ('separate' notes on a seconds grid), which keep every
+note and so round-trip exactly.
+"""
 
 import os
 
@@ -10,7 +15,10 @@ import pytest
 from pianonet import configs
 from pianonet import data
 
-ENC = data.Encoding(steps_per_second=4.0, num_keys=12, lowest_key=60, sustain=False)
+# The earlier encoding (pretrained/pianonet_small's), on a coarse grid.
+SEPARATE = dict(time_grid='seconds', note_rules='separate', note_end='round', trim='window')
+ENC = data.Encoding(steps_per_second=4.0, num_keys=12, lowest_key=60, sustain=False, **SEPARATE)
+LEGACY_AUG = dict(stretch_method='notes', unstretched_copy=True, padding='around')
 
 
 def make_sequence(notes, pedal=()):
@@ -89,7 +97,8 @@ def test_notes_outside_the_window_are_dropped_and_counted():
 
 def test_sustain_pedal_lengthens_notes_when_asked():
   seq = make_sequence([(60, 0.0, 0.5)], pedal=[(0.25, 127), (1.5, 0)])
-  with_pedal = data.sequence_to_roll(seq, data.Encoding(4.0, 12, 60, sustain=True))[0]
+  with_pedal = data.sequence_to_roll(seq, data.Encoding(4.0, 12, 60, sustain=True,
+                                                        **SEPARATE))[0]
   without = data.sequence_to_roll(seq, ENC)[0]
   assert without.shape[0] == 2 and with_pedal.shape[0] == 6
 
@@ -107,7 +116,7 @@ def test_stretch_keeps_the_number_of_notes(seed, factor):
   roll_TK = data.render_notes((rng.integers(0, 5, 60), starts, starts + rng.integers(1, 4, 60)),
                               5)[0]
   num_notes = len(data.roll_to_notes(roll_TK)[0])
-  stretched = data.stretch_roll(roll_TK, factor)
+  stretched = data.stretch_roll(roll_TK, factor, 'notes')
   assert len(data.roll_to_notes(stretched)[0]) == num_notes
   assert abs(stretched.shape[0] - roll_TK.shape[0] * factor) <= num_notes + 1
 
@@ -115,9 +124,10 @@ def test_stretch_keeps_the_number_of_notes(seed, factor):
 def test_stretch_changes_the_timing():
   roll_TK = data.sequence_to_roll(make_sequence(random_grid_piece(np.random.default_rng(1))),
                                   ENC)[0]
-  assert data.stretch_roll(roll_TK, 1.2).shape[0] > roll_TK.shape[0]
-  assert data.stretch_roll(roll_TK, 0.85).shape[0] < roll_TK.shape[0]
-  np.testing.assert_array_equal(data.stretch_roll(roll_TK, 1.0), roll_TK)
+  for method in data.STRETCH_METHODS:
+    assert data.stretch_roll(roll_TK, 1.2, method).shape[0] > roll_TK.shape[0]
+    assert data.stretch_roll(roll_TK, 0.85, method).shape[0] < roll_TK.shape[0]
+    np.testing.assert_array_equal(data.stretch_roll(roll_TK, 1.0, method), roll_TK)
 
 
 def test_stretch_factors_are_stratified():
@@ -128,8 +138,11 @@ def test_stretch_factors_are_stratified():
 
 def test_build_sequence_pads_songs_with_silence():
   songs = [make_sequence(random_grid_piece(np.random.default_rng(i))) for i in range(3)]
-  seq = data.build_sequence(songs, ENC, seed=0, stretch_copies=2, pad_seconds=(4.0, 6.0))
+  aug = data.Augmentation(stretch_copies=2, pad_seconds=(4.0, 6.0), **LEGACY_AUG)
+  seq = data.build_sequence(songs, ENC, aug, seed=0, ids=['a', 'b', 'c'])
   assert len(seq.song_starts) == 9 and seq.keys_N.dtype == np.uint8
+  assert seq.ids[:2] == ['a', 'a x' + seq.ids[1].split(' x')[1]] and seq.ids[3] == 'b'
+  assert seq.key_down == int(seq.keys_N.sum())
   assert len(seq.keys_N) % 12 == 0
   roll_TK = data.unflatten(seq.keys_N, 12)
   for start in seq.song_starts:
@@ -162,3 +175,78 @@ def test_window_pads_with_silence_in_front():
   keys_N = np.arange(1, 11, dtype=np.uint8)
   np.testing.assert_array_equal(data.window(keys_N, 4, 6), [0, 0, 1, 2, 3, 4])
   np.testing.assert_array_equal(data.window(keys_N, 10, 3), [8, 9, 10])
+
+
+def test_original_augmentation_stretches_every_copy_and_pads_after_each():
+  songs = [make_sequence(random_grid_piece(np.random.default_rng(i))) for i in range(2)]
+  enc = data.Encoding(steps_per_second=4.0, num_keys=12, lowest_key=60, time_grid='seconds')
+  seq = data.build_sequence(songs, enc, data.Augmentation(stretch_copies=3), seed=0,
+                            ids=['a', 'b'])
+  assert len(seq.song_starts) == 6 and seq.song_starts[0] == 0  # no silence before the first
+  assert all(' x' in song_id for song_id in seq.ids)             # no unstretched copy
+  roll_TK = data.unflatten(seq.keys_N, 12)
+  assert not roll_TK[-16:].any()  # >= 4 s x 4 steps of silence after the last copy
+  # Without stretched copies the songs themselves are used.
+  plain = data.build_sequence(songs, enc, data.Augmentation(stretch_copies=0), seed=0)
+  assert len(plain.song_starts) == 2
+
+
+def test_validation_is_stretched_as_the_original_does_unless_asked_not_to():
+  c = configs.get_config('tiny')
+  c.stretch_copies = 3
+  assert data.augmentation_from_config(c, 'valid').stretch_copies == 3
+  c.stretch_validation = False
+  assert data.augmentation_from_config(c, 'valid').stretch_copies == 0
+  assert data.augmentation_from_config(c, 'train').stretch_copies == 3
+
+
+@pytest.mark.parametrize('setting,value', [('time_grid', 'bars'), ('note_rules', 'merge'),
+                                           ('note_end', 'ceil'), ('trim', 'none')])
+def test_a_bad_encoding_setting_is_one_user_error(setting, value):
+  c = configs.get_config('tiny')
+  c[setting] = value
+  with pytest.raises(data.UserError, match=f'{setting}={value!r} is not one of'):
+    data.encoding_from_config(c)
+
+
+def _write_folder(folder, num_files):
+  from common import midi
+  folder.mkdir()
+  for i in range(num_files):
+    notes = [(60 + (i + j) % 12, 0.25 * j, 0.25 * j + 0.2) for j in range(8)]
+    midi.write_midi(make_sequence(notes), str(folder / f'piece_{i:02d}.mid'))
+
+
+def test_a_midi_folder_splits_as_in_common_datasets_for_every_variant(tmp_path):
+  """Every model splits a folder by common.datasets' rule; PianoNet's tiny config once took only
+  the first 8 training files (its max_pieces doubled as the synthetic song count)."""
+  from common import datasets
+  folder = tmp_path / 'music'
+  _write_folder(folder, 30)
+  sizes = {}
+  for split in ('train', 'valid', 'test'):
+    want = datasets.get_dataset('midi_dir', str(folder), split).ids
+    for variant in ('tiny', 'paper'):
+      c = configs.get_config(variant)
+      c.dataset, c.data_dir = 'midi_dir', str(folder)
+      assert data.load_songs(c, split)[1] == want, (variant, split)
+    sizes[split] = len(want)
+  assert sum(sizes.values()) == 30 and sizes['train'] > 8
+  c = configs.get_config('tiny')
+  c.dataset, c.data_dir, c.cache_dir = 'midi_dir', str(folder), str(tmp_path / 'cache')
+  seq = data.load_split(c, 'train')
+  assert seq.stats.songs == sizes['train']
+  assert [i.split(' x')[0] for i in seq.ids[::c.stretch_copies]] == data.load_songs(c, 'train')[1]
+
+
+def test_the_split_cache_follows_the_data_folder(tmp_path):
+  folder = tmp_path / 'music'
+  _write_folder(folder, 12)
+  c = configs.get_config('tiny')
+  c.dataset, c.data_dir, c.cache_dir = 'midi_dir', str(folder), str(tmp_path / 'cache')
+  before = data.load_split(c, 'train').stats.songs + data.load_split(c, 'valid').stats.songs
+  from common import midi
+  for i in range(12, 24):  # new files land in some split: its cache must not be reused
+    midi.write_midi(make_sequence([(62, 0.0, 1.0)]), str(folder / f'piece_{i:02d}.mid'))
+  after = data.load_split(c, 'train').stats.songs + data.load_split(c, 'valid').stats.songs
+  assert after > before

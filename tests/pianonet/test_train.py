@@ -119,3 +119,35 @@ def test_train_sample_and_generate_end_to_end(tmp_path):
     assert [p.name for p in pieces] == ['pianonet_000', 'pianonet_001']
     for piece in pieces:
       assert piece.sequence.total_time <= 1.0 + 8.0 + 0.5  # seed (<= 8 s) + 1 s of continuation
+
+
+def test_a_new_run_starts_at_the_training_key_down_rate():
+  c = tiny_config()
+  assert c.model.output_bias_init is None and c.train_key_down_rate is None
+  train.get_task(c)
+  seq = train.get_split(c, 'train')
+  rate = float(np.mean(seq.keys_N))
+  assert c.train_key_down_rate == pytest.approx(rate) and 0.01 < rate < 0.5
+  model = model_lib.build_model(c, nnx.Rngs(0))
+  assert float(model.output.bias[0]) == pytest.approx(np.log(rate / (1 - rate)), abs=1e-6)
+  # The record keeps the rate, so the same model is built when the run is loaded.
+  again = configs.get_config('tiny')
+  again.train_key_down_rate = c.train_key_down_rate
+  assert model_lib.initial_output_bias(again) == model_lib.initial_output_bias(c)
+
+
+def test_a_set_bias_or_starting_weights_need_no_measurement():
+  c = tiny_config()
+  c.model.output_bias_init = -3.2
+  train.get_task(c)
+  assert c.train_key_down_rate is None and model_lib.initial_output_bias(c) == -3.2
+  c = tiny_config()
+  c.init_from = '/nonexistent/run'  # its weights bring their bias; no data is read here
+  train.calibrate_output_bias(c)
+  assert c.train_key_down_rate is None
+
+
+def test_output_bias_for_a_rate_is_its_logit():
+  assert model_lib.output_bias_for_rate(0.5) == 0.0
+  assert model_lib.output_bias_for_rate(0.04) == pytest.approx(-3.178, abs=1e-3)
+  assert model_lib.output_bias_for_rate(0.0) == pytest.approx(np.log(1e-6 / (1 - 1e-6)))
