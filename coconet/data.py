@@ -208,17 +208,43 @@ def sequence_to_pitches(seq: music_pb2.NoteSequence, *, name: str = 'sequence',
   Parts are the (instrument, program) groups of pitched notes, ordered soprano to bass by mean
   pitch. Within a part, a later note overwrites an earlier one where they overlap.
   """
+  pitches_TI = _four_parts(seq, name, steps_per_quarter)
+  _check_range(pitches_TI, name)
+  return pitches_TI
+
+
+def _four_parts(seq: music_pb2.NoteSequence, name: str, steps_per_quarter: int) -> np.ndarray:
   seq = _quantized(seq, steps_per_quarter)
   groups = _voice_groups(seq)
   if len(groups) != NUM_INSTRUMENTS:
     raise UserError(f'{name}: expected 4 parts (SATB), found {len(groups)}')
-  num_steps = max(n.quantized_end_step for n in seq.notes)
+  num_steps = max(n.quantized_end_step for notes in groups for n in notes)
   pitches_TI = np.full((num_steps, NUM_INSTRUMENTS), np.nan, np.float32)
   for voice, notes in enumerate(groups):
     for note in sorted(notes, key=lambda n: n.quantized_start_step):
       pitches_TI[note.quantized_start_step:note.quantized_end_step, voice] = note.pitch
-  _check_range(pitches_TI, name)
   return pitches_TI
+
+
+def four_part_pitches(seq: music_pb2.NoteSequence, *, name: str = 'sequence',
+                      steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
+  """A MIDI file's NoteSequence as a training chorale (T, 4), or UserError saying why it is not
+  one: Coconet learns four voices, so a piece must have exactly four pitched parts (see
+  sequence_to_pitches); a piece whose notes lie outside 36..81 is moved by the whole octaves that
+  bring it inside, when some do."""
+  if not any(not n.is_drum for n in seq.notes):
+    raise UserError(f'{name}: no pitched notes')
+  groups = _voice_groups(seq)
+  if len(groups) != NUM_INSTRUMENTS:
+    raise UserError(f'{name}: {len(groups)} part{"s" * (len(groups) != 1)}, not 4 (SATB)')
+  pitches = [n.pitch for notes in groups for n in notes]
+  low, high = min(pitches), max(pitches)
+  shifts = [12 * k for k in range(-10, 11)
+            if MIN_PITCH <= low + 12 * k and high + 12 * k <= MAX_PITCH]
+  if not shifts:
+    raise UserError(f'{name}: its notes span {pitch_name(low)}..{pitch_name(high)}, wider than '
+                    f'Coconet\'s range {pitch_name(MIN_PITCH)}..{pitch_name(MAX_PITCH)}')
+  return _four_parts(seq, name, steps_per_quarter) + min(shifts, key=abs)
 
 
 def _check_range(pitches_TI: np.ndarray, name: str) -> None:

@@ -19,9 +19,12 @@ The evaluation loss is always rescaled_masked under orderless masks (an NLL esti
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from absl import logging
 
 from flax import nnx
 import jax
@@ -40,16 +43,54 @@ from coconet import sample as sample_lib
 Batch = dict[str, Any]
 
 
+def chorales(examples: Sequence[Any], ids: Sequence[str]
+             ) -> tuple[list[np.ndarray], dict[str, list[str]]]:
+  """The (T, 4) pitch arrays of a data set's examples: chorale arrays as they are, MIDI
+  NoteSequences through data.four_part_pitches. Returns (pieces, skipped), skipped mapping each
+  reason ('not four parts', ...) to the ids of the pieces it dropped."""
+  pieces, skipped = [], collections.defaultdict(list)
+  for example, name in zip(examples, ids):
+    if isinstance(example, np.ndarray):
+      pieces.append(np.asarray(example, np.float32))
+      continue
+    try:
+      pieces.append(data.four_part_pitches(example, name=name))
+    except UserError as e:
+      message = str(e)
+      reason = ('not four parts' if 'not 4 (SATB)' in message else
+                'no pitched notes' if 'no pitched notes' in message else 'out of range')
+      skipped[reason].append(name)
+  return pieces, dict(skipped)
+
+
 @functools.lru_cache(maxsize=8)
 def _load(name: str, data_dir: str | None, split: str, max_pieces: int | None) -> tuple:
   from common import datasets  # pylint: disable=g-import-not-at-top
   kwargs = {} if max_pieces is None else {'limit': int(max_pieces)}
-  return tuple(datasets.get_dataset(name, data_dir, split, **kwargs).examples)
+  dataset = datasets.get_dataset(name, data_dir, split, **kwargs)
+  pieces, skipped = chorales(dataset.examples, dataset.ids)
+  for path, _ in dataset.skipped:
+    skipped.setdefault('unreadable', []).append(path)
+  if skipped:
+    total = len(pieces) + sum(len(v) for v in skipped.values())
+    reasons = '; '.join(f'{len(ids)} {reason} (e.g. {ids[0]})' for reason, ids in skipped.items())
+    logging.warning('%s %s: %d of %d pieces are four-part chorales; skipped %s', name, split,
+                    len(pieces), total, reasons)
+  return tuple(pieces), skipped
 
 
 def load_pieces(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, ...]:
-  """The (T, 4) pitch arrays of a split (cached: music21 parsing is slow)."""
-  return _load(config.dataset, config.get('data_dir'), split, config.get('max_pieces'))
+  """The (T, 4) pitch arrays of a split (cached: music21 parsing is slow). MIDI pieces that are
+  not four-part chorales are skipped with a logged count per reason (see `chorales`); UserError
+  when the training split keeps none."""
+  pieces, skipped = _load(config.dataset, config.get('data_dir'), split,
+                          config.get('max_pieces'))
+  if not pieces and split == 'train':
+    reasons = '; '.join(f'{len(ids)} {reason} (e.g. {ids[0]})' for reason, ids in skipped.items())
+    raise UserError(f'{config.dataset}: no four-part pieces in the train split to learn from'
+                    f'{": " + reasons if reasons else ""}. Coconet learns chorales of exactly '
+                    'four parts (one MIDI track or instrument per voice)')
+  return pieces
 
 
 def transpose_shift(pitches_TI: np.ndarray, max_shift: int, rng: np.random.Generator) -> int:
