@@ -4,24 +4,39 @@ Variables are (step, voice) pairs. An ordering reveals them group by group; the 
 piece is the sum over groups g of log p(group g | all groups revealed before g), each term read from
 one forward pass whose mask hides group g and everything after it.
   note-wise   groups are single variables (the exact chain rule of the NADE ensemble member).
-  frame-wise  groups are whole time steps: the 4 voices of a frame are scored from the same context
-              (frame hidden), i.e. as independent given the past. The original code instead filled
-              each voice of the frame with the model's argmax before scoring the next; we do not,
-              because conditioning on guesses is not a likelihood. Frame-wise numbers are therefore
-              not a proper joint likelihood of a frame; note-wise ones are.
+  frame-wise  (unit 'frame') as the original code computes it (Magenta lib_evaluation.py
+              FrameEvaluator): frames are revealed in the order, and within a frame the voices in
+              a random order; each voice is scored, log p(true pitch), given the frames before it
+              (true notes) and the voices of its frame scored before it, which hold the model's
+              ARGMAX predictions, not the true notes. So it conditions on the model's own guesses
+              within a frame: not a likelihood of the frame, but the number the original reports.
+              Every voice of the frame is hidden (silent ones too, which score 0 and are filled
+              with the argmax like the others). An ensemble of K orderings is combined per FRAME,
+              log (1/K) sum_k p_k(frame), and, as the original's --ensemble_size, for the
+              chronological order too (its voice orders are random).
+  frame_independent  groups are whole time steps: the 4 voices of a frame are scored from the same
+              context (frame hidden), i.e. as independent given the past; a proper lower bound
+              on nothing in particular, but it needs no guesses (this code's earlier 'frame').
   chronological  time-major order, soprano to bass within a step (frame-wise: frame by frame).
-  random         a uniformly random ordering; an ensemble of K orderings (default 5) is combined
-                 in probability space per piece, log( (1/K) sum_k p_k(piece) ), as the orderless
-                 NADE ensemble of Uria et al. (2014) that Coconet cites. 'random_single' in the
-                 results is the plain average of log p_k, for comparison.
+  random         a uniformly random ordering; for note and frame_independent an ensemble of K
+                 orderings (default 5) is combined in probability space per piece,
+                 log( (1/K) sum_k p_k(piece) ), as the orderless NADE ensemble of Uria et al.
+                 (2014) that Coconet cites. '<name>_random_single' in the results is the plain
+                 average of log p_k, for comparison.
 
-Silent variables (a resting voice, NaN in the data) cannot be scored by a softmax over pitch: they
-are always given (never hidden) and not counted. NLLs are in nats, per scored variable ('note') and
-per frame (summed over the voices of the frame).
+The original's note-wise evaluator (NoteEvaluator) cannot run: it calls `self.draw_ordering`,
+which it defines as `_draw_ordering`. Had it run, it would ensemble per note and count silent
+voices as notes of log-likelihood 0; ours is the chain rule of the piece, ensembled per piece.
+
+Silent variables (a resting voice, NaN in the data) cannot be scored by a softmax over pitch: note
+and frame_independent keep them always given (never hidden) and do not count them. NLLs are in
+nats, per sounding note ('nll_per_note') and per frame ('nll_per_frame', summed over the voices
+of the frame; for unit 'frame' this is the original's unit mean).
 
 Efficiency: one jitted call scores `chunk_size` chain steps of a piece at once (a batch of masks).
 The cost is one forward pass per step: sum over pieces of (scored variables) passes note-wise,
-(frames) passes frame-wise, times K for the random ensemble. Use crop_len / max_pieces to bound it.
+(frames) passes frame_independent, 4 x (frames) frame-wise, times K for an ensemble. Use crop_len
+/ max_pieces to bound it.
 """
 
 from __future__ import annotations
@@ -40,7 +55,9 @@ from common.errors import UserError
 from coconet import data
 from coconet import model as model_lib
 
-UNITS = ('note', 'frame')
+UNITS = ('note', 'frame', 'frame_independent')
+RESULT_NAMES = {'note': 'notewise', 'frame': 'framewise',
+                'frame_independent': 'framewise_independent'}
 ORDERS = ('chronological', 'random')
 
 
@@ -56,6 +73,69 @@ def _chain_terms(graphdef, state, roll_TPI, rank_TI, d_C):
   return jnp.sum(jnp.where(current_CTI, log_p_CTI, 0.0), axis=(1, 2))
 
 
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def _frame_terms(graphdef, state, roll_TPI, frame_at_T, voice_order_TI, k_C):
+  """The original's frame-wise log-likelihood of the frames at order positions k_C: (C,).
+
+  Example c sees the frames before position k_C[c] (true notes) and hides the rest; the voices
+  of its frame are then scored one by one in voice_order_TI's order, each revealed with the
+  model's argmax before the next. Positions past the last frame score 0.
+  """
+  steps, pitches, voices = roll_TPI.shape
+  rank_T = jnp.zeros(steps, jnp.int32).at[frame_at_T].set(jnp.arange(steps, dtype=jnp.int32))
+  valid_C = k_C < steps
+  t_C = frame_at_T[jnp.minimum(k_C, steps - 1)]
+  rows = jnp.arange(k_C.shape[0])
+  hidden_CT = rank_T[None, :] >= k_C[:, None]
+  mask_CTI = jnp.broadcast_to(hidden_CT[:, :, None], (k_C.shape[0], steps, voices))
+  mask_CTI = mask_CTI.astype(jnp.float32)
+  x_CTPI = jnp.broadcast_to(roll_TPI[None], (k_C.shape[0], *roll_TPI.shape))
+  model = nnx.merge(graphdef, state)
+  ll_C = jnp.zeros(k_C.shape[0], jnp.float32)
+  for d in range(voices):
+    logits = model_lib.logits_in_chunks(model, x_CTPI, mask_CTI)
+    v_C = voice_order_TI[t_C, d]
+    logits_CP = logits[rows, t_C, :, v_C]
+    true_CP = roll_TPI[t_C, :, v_C]
+    ll_C += jnp.sum(true_CP * jax.nn.log_softmax(logits_CP, axis=-1), axis=-1)
+    guess_CP = jax.nn.one_hot(jnp.argmax(logits_CP, axis=-1), pitches, dtype=x_CTPI.dtype)
+    x_CTPI = x_CTPI.at[rows, t_C, :, v_C].set(guess_CP)
+    mask_CTI = mask_CTI.at[rows, t_C, v_C].set(0.0)
+  return jnp.where(valid_C, ll_C, 0.0)
+
+
+def frame_ordering(num_steps: int, order: str, rng: np.random.Generator,
+                   voices: int = data.NUM_INSTRUMENTS) -> tuple[np.ndarray, np.ndarray]:
+  """The original's frame-wise ordering (FrameEvaluator.draw_ordering): (frame at each position
+  (T,), each frame's voices in scoring order (T, I)); voices are shuffled within every frame,
+  frames only for order 'random'."""
+  if order not in ORDERS:
+    raise UserError(f'unknown order {order!r}; expected one of {", ".join(ORDERS)}')
+  frames = np.arange(num_steps) if order == 'chronological' else rng.permutation(num_steps)
+  voice_order = np.stack([rng.permutation(voices) for _ in range(num_steps)]) if num_steps \
+      else np.zeros((0, voices), np.int64)
+  return frames.astype(np.int32), voice_order.astype(np.int32)
+
+
+def frame_log_likelihoods(model: nnx.Module, pitches_TI: np.ndarray, frame_at_T: np.ndarray,
+                          voice_order_TI: np.ndarray, *, chunk_size: int = 32) -> np.ndarray:
+  """Per-frame log-likelihoods (T,) as the original's FrameEvaluator computes them (in time
+  order), in nats. Model in eval mode."""
+  graphdef, state = nnx.split(nnx.view(model, use_running_average=True))
+  roll_TPI = jnp.asarray(data.pitches_to_roll(pitches_TI))
+  steps = len(pitches_TI)
+  by_position = np.zeros(steps, np.float64)
+  for start in range(0, steps, chunk_size):
+    k_C = jnp.arange(start, start + chunk_size, dtype=jnp.int32)
+    terms = np.asarray(_frame_terms(graphdef, state, roll_TPI, jnp.asarray(frame_at_T),
+                                    jnp.asarray(voice_order_TI), k_C))
+    stop = min(start + chunk_size, steps)
+    by_position[start:stop] = terms[:stop - start]
+  out = np.zeros(steps, np.float64)
+  out[np.asarray(frame_at_T)] = by_position
+  return out
+
+
 def group_ranks(valid_TI: np.ndarray, unit: str, order: str,
                 rng: np.random.Generator | None = None) -> np.ndarray:
   """int32 (T, I): the step at which each variable is revealed; -1 for silent (always given)."""
@@ -65,6 +145,9 @@ def group_ranks(valid_TI: np.ndarray, unit: str, order: str,
     raise UserError(f'unknown unit {unit!r}; expected one of {", ".join(UNITS)}')
   if order not in ORDERS:
     raise UserError(f'unknown order {order!r}; expected one of {", ".join(ORDERS)}')
+  if unit == 'frame':
+    raise UserError("unit 'frame' is the original's evaluator (frame_log_likelihoods); "
+                    "group_ranks serves 'note' and 'frame_independent'")
   if unit == 'note':
     num_groups = int(valid_TI.sum())
     position = np.arange(num_groups) if order == 'chronological' else rng.permutation(num_groups)
@@ -105,8 +188,9 @@ def evaluate_pieces(model: nnx.Module, pieces: Sequence[np.ndarray], *,
                     progress: bool = False) -> dict[str, dict[str, float]]:
   """NLLs of `pieces` ((T, 4) MIDI pitch arrays, NaN = silent) for each unit x order.
 
-  Returns {'<unit>wise_<order>': {'nll_per_note', 'nll_per_frame', 'num_pieces', 'num_frames',
-  'num_notes'}}, plus '<unit>wise_random_single' (mean over orderings, no ensembling).
+  Returns {'<name>_<order>': {'nll_per_note', 'nll_per_frame', 'num_pieces', 'num_frames',
+  'num_notes'}}, plus '<name>_random_single' (mean over orderings, no ensembling); the name is
+  RESULT_NAMES[unit] (notewise, framewise, framewise_independent).
   """
   pieces = list(pieces)[:max_pieces] if max_pieces else list(pieces)
   pieces = [p for p in segments(pieces, crop_len) if len(p)]
@@ -115,22 +199,43 @@ def evaluate_pieces(model: nnx.Module, pieces: Sequence[np.ndarray], *,
   num_frames = sum(len(p) for p in pieces)
   results: dict[str, dict[str, float]] = {}
   for unit in units:
+    if unit not in UNITS:
+      raise UserError(f'unknown unit {unit!r}; expected one of {", ".join(UNITS)}')
     for order in orders:
-      k = ensemble_size if order == 'random' else 1
+      k = ensemble_size if order == 'random' or unit == 'frame' else 1
       ll_PK = np.zeros((len(pieces), k))
+      frames_PK = []  # unit 'frame': per-frame log-likelihoods, ensembled per frame
       bar = tqdm.tqdm(pieces, desc=f'{unit}wise {order}', unit='piece', disable=not progress,
                       mininterval=10 if not sys.stderr.isatty() else 0.1)
       for i, piece in enumerate(bar):
         valid = ~np.isnan(piece)
+        per_frame = []
         for j in range(k):
-          rank = group_ranks(valid, unit, order, rng)
-          ll_PK[i, j] = piece_log_likelihood(model, piece, rank, chunk_size=chunk_size)
-      ensemble = np.array([_log_mean_exp(row) for row in ll_PK])
-      results[f'{unit}wise_{order}'] = _summary(ensemble, num_notes, num_frames, len(pieces))
+          if unit == 'frame':
+            frame_at, voice_order = frame_ordering(len(piece), order, rng)
+            per_frame.append(frame_log_likelihoods(model, piece, frame_at, voice_order,
+                                                   chunk_size=chunk_size))
+            ll_PK[i, j] = per_frame[-1].sum()
+          else:
+            rank = group_ranks(valid, unit, order, rng)
+            ll_PK[i, j] = piece_log_likelihood(model, piece, rank, chunk_size=chunk_size)
+        frames_PK.append(per_frame)
+      if unit == 'frame':
+        ensemble = np.array([np.sum(_log_mean_exp_rows(np.stack(rows))) for rows in frames_PK])
+      else:
+        ensemble = np.array([_log_mean_exp(row) for row in ll_PK])
+      name = RESULT_NAMES[unit]
+      results[f'{name}_{order}'] = _summary(ensemble, num_notes, num_frames, len(pieces))
       if order == 'random':
-        results[f'{unit}wise_random_single'] = _summary(ll_PK.mean(axis=1), num_notes, num_frames,
-                                                        len(pieces))
+        results[f'{name}_random_single'] = _summary(ll_PK.mean(axis=1), num_notes, num_frames,
+                                                    len(pieces))
   return results
+
+
+def _log_mean_exp_rows(values_KT: np.ndarray) -> np.ndarray:
+  """log (1/K) sum_k exp(values[k, t]) for each t."""
+  top = np.max(values_KT, axis=0)
+  return top + np.log(np.mean(np.exp(values_KT - top), axis=0))
 
 
 def _log_mean_exp(values: np.ndarray) -> float:
