@@ -42,3 +42,15 @@ originals:
 
 fixtures: originals
 	.venv-originals/bin/python originals/make_fixtures.py
+
+# The prepared GPU run (experiments/gpu_check.py), for a lent GPU machine: it has JAX with CUDA
+# and no network, so it runs with its own python3 plus the few pure-Python packages it lacks,
+# carried as wheels in .whl/ (fetch them here first with `make gpu-wheels`; carry .whl).
+GPU_WHEELS := ml_collections==1.1.0
+.PHONY: gpu-check gpu-wheels
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: -d .whl $(GPU_WHEELS)
+
+gpu-check:
+	python3 -m pip install -q --no-index --no-deps --target .gpu-site .whl/*.whl
+	PYTHONPATH=.gpu-site:. python3 -m experiments.gpu_check --out=bench

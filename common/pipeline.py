@@ -10,19 +10,33 @@ A training item's randomness (crops, transpositions) comes from a `np.random.Gen
 resuming from `get_state()` reproduces the rest of the run exactly.
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from __future__ import annotations
 
-import grain
+from collections.abc import Callable, Iterator, Sequence
+import functools
+from typing import Any, TYPE_CHECKING
+
 import numpy as np
 
 from common.errors import UserError
 
+if TYPE_CHECKING:
+  import grain
+
 Batch = dict[str, np.ndarray]
 
-# Transforms are cheap numpy: read synchronously in the calling thread. Reader threads would only
-# fight over the GIL (and the two CPU cores of a small machine) without speeding anything up.
-_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+@functools.cache
+def _grain():
+  """grain, imported when a pipeline is first built: a process that only runs a model on its own
+  batches (a GPU check, a benchmark) does not need it."""
+  import grain  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  return grain
+
+
+def _read_options():
+  # Transforms are cheap numpy: read synchronously in the calling thread. Reader threads would
+  # only fight over the GIL (and the two CPU cores of a small machine) without speeding anything.
+  return _grain().ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 def _check_sharding(batch_size: int, process_index: int, process_count: int) -> int:
@@ -99,13 +113,13 @@ def make_train_iterator(examples: Sequence[Any],
 
   # Shuffle indices, not examples, so the transform knows which example it holds; repeat() after
   # shuffle() reseeds the permutation for every epoch.
-  ds = grain.MapDataset.range(num_examples).shuffle(seed=_shuffle_seed(seed)).repeat(None)
+  ds = _grain().MapDataset.range(num_examples).shuffle(seed=_shuffle_seed(seed)).repeat(None)
   ds = ds.map_with_index(load)
   ds = _take_process_share(ds, local_batch_size, process_index, process_count)
-  iter_ds = ds.to_iter_dataset(_READ_OPTIONS)
+  iter_ds = ds.to_iter_dataset(_read_options())
   if worker_count > 0:
     _allow_grain_flags()
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    iter_ds = iter_ds.mp_prefetch(_grain().MultiprocessingOptions(num_workers=worker_count))
   return iter(iter_ds)
 
 
@@ -142,9 +156,9 @@ def make_eval_batches(examples: Sequence[Any],
     item['weight'] = np.float32(stream_index < num_examples)
     return item
 
-  ds = grain.MapDataset.range(num_global_batches * batch_size).map(load)
+  ds = _grain().MapDataset.range(num_global_batches * batch_size).map(load)
   ds = _take_process_share(ds, local_batch_size, process_index, process_count)
-  return iter(ds.to_iter_dataset(_READ_OPTIONS))
+  return iter(ds.to_iter_dataset(_read_options()))
 
 
 def random_crop(x_T: np.ndarray, crop_len: int, rng: np.random.Generator,

@@ -31,12 +31,13 @@ from experiments import bench_data
 from experiments import bench_musicvae
 from experiments import bench_pianonet
 from experiments import bench_reference
+from experiments import bench_scaling
 from experiments import benchmarks as registry
 from experiments import cli
 
 # Every benchmark module, in the order their rows are run.
 MODULES = (bench_reference, bench_coconet, bench_musicvae, bench_pianonet, bench_cpword,
-           bench_data)
+           bench_data, bench_scaling)
 
 _ONLY = flags.DEFINE_list('only', [], 'Run only benchmarks whose name starts with one of these.')
 _LIST = flags.DEFINE_bool('list', False, 'List the benchmarks and exit.')

@@ -167,3 +167,16 @@ def test_machine_line_names_the_family_and_widest_vector_extension(monkeypatch, 
   assert line.startswith('AMD EPYC') and details in line and line.endswith(' cores')
   if details != ' (family 26, AVX512-BF16), ':
     assert line != registry.AIMS_MACHINE
+
+
+def test_memory_plan_and_input_rate_rows_on_a_tiny_config():
+  from coconet import configs as coconet_configs  # pylint: disable=g-import-not-at-top
+  from experiments import bench_scaling  # pylint: disable=g-import-not-at-top
+  config = coconet_configs.get_config('tiny')
+  plan = bench_scaling.memory_plan(config)
+  assert 0 < plan['gib_at_batch'] < plan['gib_at_double']
+  assert plan['largest_batch_80gb'] > config.batch_size
+  first, rate = bench_scaling.input_rate(config, num_batches=3)
+  assert first > 0 and rate > 0
+  assert bench_scaling.step_flops(config) > 0
+  assert 'input' in benchmark.all_benchmarks() and 'memory' in benchmark.all_benchmarks()

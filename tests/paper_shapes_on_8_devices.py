@@ -1,0 +1,43 @@
+"""Run as a script with 8 fake CPU devices: one train step of a model's paper config on a mesh of
+8 devices and on one device, from the same initial state and batch; prints the largest relative
+difference of the updated parameters and of the loss as JSON.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/paper_shapes_on_8_devices.py MODEL
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from common import sharding
+from common import training
+from experiments import batches
+from experiments import registry
+
+
+def one_step(config, num_devices: int):
+  mesh = sharding.make_mesh(num_devices)
+  setup = training.setup_training(registry.get_task(config), config, mesh)
+  batch = sharding.global_batch(batches.synthetic_batch(config, seed=1), mesh)
+  state, metrics = setup.train_step(setup.state, batch)
+  return float(metrics['loss']), [np.asarray(x) for x in jax.tree.leaves(state['params'])]
+
+
+def main(model: str) -> None:
+  config = batches.model_config(model, 'paper')
+  # The global batch must split evenly over 8 devices: the paper's, rounded up to a multiple of 8.
+  config.batch_size = -(-config.batch_size // 8) * 8
+  loss_8, params_8 = one_step(config, 8)
+  loss_1, params_1 = one_step(config, 1)
+  worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+              for a, b in zip(params_8, params_1))
+  print(json.dumps(dict(model=model, devices=jax.device_count(), batch=config.batch_size,
+                        loss_8=loss_8, loss_1=loss_1, worst_param_rel_diff=worst)))
+
+
+if __name__ == '__main__':
+  # No runtime.configure_process(): its inline dispatch suits one device; the 8 devices'
+  # collectives need their own threads.
+  main(sys.argv[1])
