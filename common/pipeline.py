@@ -123,6 +123,75 @@ def make_train_iterator(examples: Sequence[Any],
   return iter(iter_ds)
 
 
+def example_uniforms(seed: int, epochs: np.ndarray, indices: np.ndarray, count: int
+                     ) -> np.ndarray:
+  """(N, count) float64 uniforms in [0, 1) that depend only on (seed, epoch, example index):
+  a batch transform gets the same randomness for an example however the stream is batched or
+  shared among processes. Counter-based (splitmix64 over the three numbers), so one vectorized
+  call serves a whole batch."""
+  def mix(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+  with np.errstate(over='ignore'):
+    key = mix(np.uint64(_seed_entropy(seed)))
+    base = mix(key ^ mix(np.asarray(epochs, np.uint64) * np.uint64(0x100000001B3)))
+    base = mix(base ^ np.asarray(indices, np.uint64))
+    words = mix(base[:, None] ^ np.arange(1, count + 1, dtype=np.uint64)[None, :])
+  return (words >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def make_batched_train_iterator(num_examples: int,
+                                make_batch: Callable[[np.ndarray, np.ndarray], Batch],
+                                *,
+                                batch_size: int,
+                                seed: int,
+                                process_index: int = 0,
+                                process_count: int = 1,
+                                worker_count: int = 0) -> grain.DatasetIterator:
+  """make_train_iterator for transforms that work on a whole batch at once (numpy over rows):
+  one pipeline element per batch instead of one per example, for input rates an accelerator
+  needs (hundreds of batches of hundreds of examples a second).
+
+  make_batch(example_indices_L, epochs_L) returns this process's rows of a batch; its randomness
+  should come from example_uniforms(seed, epochs_L, example_indices_L, k), so that P processes
+  together see exactly the batches one process would. Every epoch visits the examples in a
+  permutation of its own (seeded by seed and epoch); the iterator's state resumes the stream.
+  """
+  local_batch_size = _check_sharding(batch_size, process_index, process_count)
+  if num_examples == 0:
+    raise UserError('make_batched_train_iterator: there are no training examples (empty '
+                    'dataset?).')
+  permutations: dict[int, np.ndarray] = {}
+
+  def permutation(epoch: int) -> np.ndarray:
+    if epoch not in permutations:
+      if len(permutations) > 2:
+        permutations.pop(min(permutations))
+      rng = np.random.default_rng([_seed_entropy(seed), epoch, 0x5EED])
+      permutations[epoch] = rng.permutation(num_examples)
+    return permutations[epoch]
+
+  def load(batch_index: int) -> Batch:
+    first = batch_index * batch_size + process_index * local_batch_size
+    positions = np.arange(first, first + local_batch_size)
+    epochs = positions // num_examples
+    indices = np.empty(local_batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      rows = epochs == epoch
+      indices[rows] = permutation(int(epoch))[positions[rows] % num_examples]
+    return make_batch(indices, epochs)
+
+  ds = _grain().MapDataset.range(2**62).map(load)
+  iter_ds = ds.to_iter_dataset(_read_options())
+  if worker_count > 0:
+    _allow_grain_flags()
+    iter_ds = iter_ds.mp_prefetch(_grain().MultiprocessingOptions(num_workers=worker_count))
+  return iter(iter_ds)
+
+
 def _allow_grain_flags() -> None:
   # grain's worker processes read grain's absl flags; outside absl.app.run (tests, notebooks)
   # nothing has parsed them and the workers would crash, so fall back to the flag defaults.

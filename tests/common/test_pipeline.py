@@ -221,3 +221,52 @@ def test_worker_processes_give_the_same_batches():
 def test_iterator_is_infinite():
   it = pipeline.make_train_iterator(_examples()[:5], _transform, batch_size=2, seed=0)
   assert len(list(itertools.islice(it, 20))) == 20  # 8 epochs of 5 examples
+
+
+def test_example_uniforms_depend_only_on_seed_epoch_and_index():
+  a = pipeline.example_uniforms(3, np.array([0, 0, 1]), np.array([5, 6, 5]), 4)
+  assert a.shape == (3, 4) and np.all((a >= 0) & (a < 1))
+  b = pipeline.example_uniforms(3, np.array([1, 0]), np.array([5, 5]), 4)
+  np.testing.assert_array_equal(b[0], a[2])  # the same (seed, epoch, index) wherever it is
+  np.testing.assert_array_equal(b[1], a[0])
+  assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[0], a[2])
+  other_seed = pipeline.example_uniforms(4, np.array([0]), np.array([5]), 4)
+  assert not np.array_equal(other_seed[0], a[0])
+  many = pipeline.example_uniforms(0, np.zeros(20000, np.int64), np.arange(20000), 1)
+  assert abs(many.mean() - 0.5) < 0.01 and abs(np.mean(many < 0.1) - 0.1) < 0.01
+
+
+def _batched(num_examples, batch_size, process_index=0, process_count=1):
+  def make_batch(indices, epochs):
+    u = pipeline.example_uniforms(7, epochs, indices, 1)[:, 0]
+    return {'index': indices, 'epoch': epochs, 'u': u}
+  return pipeline.make_batched_train_iterator(
+      num_examples, make_batch, batch_size=batch_size, seed=7, process_index=process_index,
+      process_count=process_count)
+
+
+def test_batched_iterator_covers_each_epoch_and_splits_over_processes():
+  it = _batched(10, 4)
+  batches = [next(it) for _ in range(5)]  # 20 items: two epochs
+  seen = np.concatenate([b['index'] for b in batches])
+  epochs = np.concatenate([b['epoch'] for b in batches])
+  assert sorted(seen[epochs == 0]) == list(range(10))
+  assert sorted(seen[epochs == 1]) == list(range(10))
+  assert not np.array_equal(seen[:10], seen[10:])  # each epoch has its own order
+  halves = [_batched(10, 4, p, 2) for p in range(2)]
+  for whole in batches:
+    parts = [next(h) for h in halves]
+    for key in ('index', 'epoch', 'u'):
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+def test_batched_iterator_resumes_from_its_state():
+  it = _batched(10, 4)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it)['index'] for _ in range(3)]
+  resumed = _batched(10, 4)
+  resumed.set_state(state)
+  for want in expected:
+    np.testing.assert_array_equal(next(resumed)['index'], want)
