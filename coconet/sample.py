@@ -33,8 +33,9 @@ upsample from the quarter-note grid to 16ths (the quarter frames are kept).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
 import sys
+import time
+from typing import Any, Callable, Sequence
 
 from flax import nnx
 import jax
@@ -514,30 +515,53 @@ def sampler_options(request: generation.Request) -> dict[str, Any]:
 
 
 class ProgressBar:
-  """A sampler's progress on stderr (tqdm), shown only for runs longer than DELAY_SECONDS: a
-  bar on a terminal, a line every 10 s in a log."""
+  """A sampler's progress on stderr, shown only for runs longer than DELAY_SECONDS: a tqdm bar on
+  a terminal, else a line every LOG_SECONDS (a log file gets lines, not carriage returns)."""
   DELAY_SECONDS = 2.0
+  LOG_SECONDS = 10.0
 
   def __init__(self, desc: str, file: Any = None):
-    self.desc, self.delay, self.file = desc, self.DELAY_SECONDS, file
+    self.desc, self.file = desc, file
     self._bar = None
+    self._start = self._last_line = None
+    self._total = None
 
   def __call__(self, done: int, total: int) -> None:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    if self._bar is None or self._bar.total != total or done < self._bar.n:
+    out = self.file or sys.stderr
+    if self._total != total or (self._bar is not None and done < self._bar.n):
       self.close()
-      out = self.file or sys.stderr
-      tty = hasattr(out, 'isatty') and out.isatty()
-      self._bar = tqdm.tqdm(total=total, desc=self.desc, unit='step', file=out,
-                            delay=self.delay, mininterval=0.5 if tty else 10.0)
-    self._bar.update(done - self._bar.n)
+      self._total, self._start, self._last_line = total, time.monotonic(), None
+    if hasattr(out, 'isatty') and out.isatty():
+      self._tty_update(out, done, total)
+    else:
+      self._log_update(out, done, total)
     if done >= total:
       self.close()
+
+  def _tty_update(self, out: Any, done: int, total: int) -> None:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    if self._bar is None:
+      self._bar = tqdm.tqdm(total=total, desc=self.desc, unit='step', file=out,
+                            delay=self.DELAY_SECONDS, mininterval=0.5)
+    self._bar.update(done - self._bar.n)
+
+  def _log_update(self, out: Any, done: int, total: int) -> None:
+    now = time.monotonic()
+    elapsed = now - self._start
+    due = (self._last_line is None and elapsed >= self.DELAY_SECONDS) or (
+        self._last_line is not None and now - self._last_line >= self.LOG_SECONDS)
+    if not due and not (done >= total and self._last_line is not None):
+      return
+    self._last_line = now
+    left = elapsed / max(done, 1) * (total - done)
+    print(f'{self.desc}: {done}/{total} steps ({100 * done / max(total, 1):.0f}%), '
+          f'{elapsed:.0f} s, about {left:.0f} s left', file=out, flush=True)
 
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
       self._bar = None
+    self._total = None
 
 
 def _melody(request: generation.Request) -> Any:

@@ -89,6 +89,43 @@ def test_long_harmonization_reports_progress_on_stderr(tiny_model, monkeypatch, 
   assert 'harmonize' in err and '10/10' in err
 
 
+class _Terminal:
+  def __init__(self):
+    self.text = ''
+
+  def write(self, text):
+    self.text += text
+
+  def flush(self):
+    pass
+
+  def isatty(self):
+    return True
+
+
+def test_progress_bar_lines_in_a_log_and_a_bar_on_a_terminal(monkeypatch):
+  import io  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sample.ProgressBar, 'DELAY_SECONDS', 0.0)
+  log = io.StringIO()
+  progress = sample.ProgressBar('harmonize', file=log)
+  for done in range(1, 6):
+    progress(done, 5)
+  lines = log.getvalue().splitlines()
+  assert lines[0].startswith('harmonize: 1/5 steps') and lines[-1].startswith('harmonize: 5/5')
+  assert '\r' not in log.getvalue()
+  terminal = _Terminal()
+  progress = sample.ProgressBar('generate', file=terminal)
+  for done in range(1, 6):
+    progress(done, 5)
+  assert 'generate' in terminal.text and '5/5' in terminal.text
+  monkeypatch.setattr(sample.ProgressBar, 'DELAY_SECONDS', 60.0)
+  quiet = io.StringIO()
+  progress = sample.ProgressBar('harmonize', file=quiet)
+  for done in range(1, 6):
+    progress(done, 5)
+  assert quiet.getvalue() == ''  # a short run shows nothing
+
+
 def configs_tiny():
   from coconet import configs  # pylint: disable=g-import-not-at-top
   return configs.get_config('tiny')
