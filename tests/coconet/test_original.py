@@ -210,3 +210,23 @@ def test_import_weights_command_refuses_a_wrong_config_in_one_line(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "'model/conv2/separable_conv2d/depthwise_kernel'" in lines[0]
   assert not os.path.exists(tmp_path / 'out' / 'checkpoints')
+
+
+def test_magentas_config_file_beside_a_checkpoint_sets_what_the_variables_cannot(tmp_path):
+  import yaml  # pylint: disable=g-import-not-at-top
+  hparams = dict(architecture='dilated', use_sep_conv=True, crop_piece_len=64,
+                 dilate_time_only=True, num_initial_regular_conv_layers=1,
+                 batch_norm_variance_epsilon=1e-6, use_residual=False)
+  (tmp_path / 'config').write_text(yaml.dump(hparams))
+  found = original.recorded_hparams(str(tmp_path / 'best_model.ckpt'))
+  assert found == hparams
+  config = original.CONFIGS['dilated_separable']()
+  original.apply_hparams(config, found, 'ckpt')
+  assert config.crop_len == 64 and config.model.residual == 'none'
+  assert config.model.dilation[-1] == (32, 1) and len(config.model.dilation) == 6
+  assert config.model.num_initial_regular_conv_layers == 1
+  assert config.model.batch_norm_epsilon == 1e-6
+  with pytest.raises(UserError, match='num_pointwise_splits=4 is not supported'):
+    original.apply_hparams(original.CONFIGS['dilated_separable'](),
+                           dict(hparams, num_pointwise_splits=4), 'ckpt')
+  assert original.recorded_hparams(str(tmp_path / 'elsewhere' / 'model.ckpt')) is None
