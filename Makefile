@@ -21,6 +21,9 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
+# With .venv-originals (`make originals`; not built here: it needs PyPI and ~600 MB), the original
+# implementations' workloads run in the same run, each group right after ours, and the table gives
+# each ratio; without it those columns stay empty and the table says why.
 bench: $(STAMP)
 	$(PY) -m experiments.benchmark
 

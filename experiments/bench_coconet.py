@@ -1,8 +1,8 @@
 """Coconet benchmarks: train step and 32-step harmonization for two configs, batched throughput.
 
-The original TensorFlow code's figures on the project's 2-core CPU (from the Coconet issue) are
-shown beside ours: 16.5 s per paper train step, 16.4 s per paper harmonization, 0.141 s per
-small-dilated train step, 0.75 s per small-dilated harmonization.
+The original TensorFlow code runs the same train steps and one-piece harmonizations in the same
+run (originals/bench.py through experiments/bench_originals.py, rows original/coconet/...), and
+the table gives each ratio.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from coconet import sample as sample_lib
 from coconet import train as coconet_train
 from experiments import benchmarks as bench
 
-HARMONIZE_STEPS = 32  # 16th steps; Gibbs runs T*I = 128 steps after one independent pass: 129 passes
+HARMONIZE_STEPS = 32  # 16ths; Gibbs runs T*I = 128 steps after one independent pass: 129 passes
 
 
 def paper_config():
@@ -41,11 +41,11 @@ def _random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
   return {'pitch_index': idx}
 
 
-def train_step_result(name: str, config, *, repeats: int, warmup: int, original: str) -> dict:
+def train_step_result(name: str, config, *, repeats: int, warmup: int) -> dict:
   seconds, flops = bench.time_train_step(
       coconet_train.get_task(config), config, _random_batch(config, np.random.default_rng(0)),
       repeats=repeats, warmup=warmup)
-  return bench.result(name, seconds, flops=flops, original=original,
+  return bench.result(name, seconds, flops=flops,
                       throughput=f'{config.batch_size / seconds:.1f} crops/s',
                       note=f'batch {config.batch_size}, crop {config.crop_len}')
 
@@ -64,8 +64,7 @@ def _forward_flops(model, batch_size: int) -> float | None:
   return bench.compiled_flops(forward, state, roll, mask)
 
 
-def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup: int,
-                     original: str = '') -> dict:
+def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup: int) -> dict:
   model = _eval_model(config)
   soprano = np.repeat(np.array([67, 69, 71, 72, 74, 72, 71, 69], np.float32), 4)
   assert soprano.shape == (HARMONIZE_STEPS,)
@@ -78,35 +77,35 @@ def harmonize_result(name: str, config, batch_size: int, *, repeats: int, warmup
   seconds = bench.median_seconds(call, repeats=repeats, warmup=warmup)
   per_pass = _forward_flops(model, batch_size)
   return bench.result(name, seconds, flops=per_pass * passes if per_pass else None,
-                      original=original,
                       throughput=f'{batch_size / seconds:.2f} harmonizations/s',
                       note=f'batch {batch_size}, {passes} forward passes')
 
 
+# The paper rows take seconds a call: at most this many timed and untimed calls (the original's
+# rows in bench_originals take the same caps).
+PAPER_MAX_REPEATS, PAPER_MAX_WARMUP = 5, 1
+
+
 def paper(repeats: int, warmup: int) -> list[dict]:
-  # ~11-16 s a call. Five timed calls: on the family-26 EPYC three runs within an hour gave 232,
-  # 260 and 231 GFLOP/s for the train step (medians of 2, 3 and 3 calls).
-  repeats, warmup = min(repeats, 5), min(warmup, 1)
+  repeats, warmup = min(repeats, PAPER_MAX_REPEATS), min(warmup, PAPER_MAX_WARMUP)
   config = paper_config()
   return [
-      train_step_result('coconet/paper/train_step', config, repeats=repeats, warmup=warmup,
-                        original='16.5 s (~195 GFLOP/s)'),
-      harmonize_result('coconet/paper/harmonize32', config, 1, repeats=repeats, warmup=warmup,
-                       original='16.4 s (~210 GFLOP/s)'),
+      train_step_result('coconet/paper/train_step', config, repeats=repeats, warmup=warmup),
+      harmonize_result('coconet/paper/harmonize32', config, 1, repeats=repeats, warmup=warmup),
   ]
 
 
 def small_dilated(repeats: int, warmup: int) -> list[dict]:
   config = small_dilated_config()
   one = harmonize_result('coconet/small_dilated/harmonize32', config, 1, repeats=repeats,
-                         warmup=warmup, original='0.75 s')
+                         warmup=warmup)
   many = harmonize_result('coconet/small_dilated/harmonize32_batch64', config, 64,
                           repeats=repeats, warmup=warmup)
   ratio = (64 / many['seconds']) / (1 / one['seconds'])
   many['note'] += f'; {ratio:.1f}x the single-piece rate'
   return [
       train_step_result('coconet/small_dilated/train_step', config, repeats=repeats,
-                        warmup=warmup, original='0.141 s'),
+                        warmup=warmup),
       one, many,
   ]
 

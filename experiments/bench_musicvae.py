@@ -1,10 +1,11 @@
 """MusicVAE benchmarks: train steps, sampling and encoding for mel_2bar_small and the 16-bar
 hierarchical melody model.
 
-The original TensorFlow code's figures on the project's 2-core CPU (from the MusicVAE issue):
-mel_2bar_small 1.95 s per train step at batch 512 (~180 GFLOP/s), 0.416 s at batch 64, 0.076 s to
-sample 64, 0.104 s to encode 64; hierdec-mel_16bar samples 64 in 3.73 s, encodes 64 in 25.6 s, and
-its batch-64 training does not fit in 24 GiB.
+The original TensorFlow code (Magenta's cat-mel_2bar_small and hierdec-mel_16bar) runs the same
+train steps, sampling and encoding in the same run (originals/bench.py through
+experiments/bench_originals.py, rows original/musicvae/...), and the table gives each ratio; the
+original trains in float32 only, so both our f32 and our mixed-precision train steps pair with its
+one train step of that batch size.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ NUM_EXAMPLES = 64
 # multiply-add); biases and gate nonlinearities are left out. The decoders' conditioning input (z
 # for the flat decoder, the conductor's c for the note decoders) is the same at every step of a
 # sequence or bar, so its share of the input transform runs once per sequence or bar, not per step
-# (the original computes it at every step: its ~180 GFLOP/s figure counts ~351 GFLOP per
-# batch-512 step, this count ~333).
+# (the original computes it at every step: ~351 GFLOP per batch-512 step by this rule, against
+# ~333 here).
 
 
 def _encoder_weights(config) -> int:
@@ -82,7 +83,7 @@ def _random_tokens(config, batch_size: int, rng: np.random.Generator) -> np.ndar
 
 
 def train_step_result(name: str, config, batch_size: int, *, repeats: int, warmup: int,
-                      original: str = '', note: str = '') -> dict:
+                      note: str = '') -> dict:
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   # Hand-counted FLOPs (see above): XLA's count misses the scans' trip counts.
@@ -91,7 +92,7 @@ def train_step_result(name: str, config, batch_size: int, *, repeats: int, warmu
       config, {'tokens': _random_tokens(config, batch_size, np.random.default_rng(0))},
       repeats=repeats, warmup=warmup, count_flops=False)
   flops = analytic_flops(config, batch_size, encoder=True, decoder=True, train=True)
-  return bench.result(name, seconds, flops=flops, original=original,
+  return bench.result(name, seconds, flops=flops,
                       throughput=f'{batch_size / seconds:.0f} examples/s',
                       note=f'batch {batch_size}{note}')
 
@@ -102,7 +103,7 @@ def _model(config):
   return model
 
 
-def sample_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
+def sample_result(name: str, config, *, repeats: int, warmup: int) -> dict:
   """NUM_EXAMPLES sequences from z ~ N(0, I), decoded to NoteSequences."""
   model = _model(config)
   enc = data.encoding_from_config(config)
@@ -110,12 +111,12 @@ def sample_result(name: str, config, *, repeats: int, warmup: int, original: str
   seconds = bench.median_seconds(lambda: sample_lib.sample(model, NUM_EXAMPLES, key, enc),
                                  repeats=repeats, warmup=warmup)
   flops = analytic_flops(config, NUM_EXAMPLES, encoder=False, decoder=True)
-  return bench.result(name, seconds, flops=flops, original=original,
+  return bench.result(name, seconds, flops=flops,
                       throughput=f'{NUM_EXAMPLES / seconds:.0f} sequences/s',
                       note=f'{NUM_EXAMPLES} x {enc.num_steps} steps, to NoteSequences')
 
 
-def encode_result(name: str, config, *, repeats: int, warmup: int, original: str = '') -> dict:
+def encode_result(name: str, config, *, repeats: int, warmup: int) -> dict:
   """NUM_EXAMPLES melodies from NoteSequences (slice extraction included) to z."""
   model = _model(config)
   enc = data.encoding_from_config(config)
@@ -123,12 +124,16 @@ def encode_result(name: str, config, *, repeats: int, warmup: int, original: str
   seconds = bench.median_seconds(lambda: sample_lib.encode(model, seqs, enc),
                                  repeats=repeats, warmup=warmup)
   flops = analytic_flops(config, NUM_EXAMPLES, encoder=True, decoder=False)
-  return bench.result(name, seconds, flops=flops, original=original,
+  return bench.result(name, seconds, flops=flops,
                       throughput=f'{NUM_EXAMPLES / seconds:.0f} sequences/s',
                       note=f'{NUM_EXAMPLES} NoteSequences of {enc.num_bars} bars')
 
 
+_F32 = '; float32'
 _MIXED = '; --config.mixed_precision=True (bf16 LSTM products, f32 accumulation and weights)'
+# The 16-bar rows take seconds a call: at most this many timed and untimed calls (the original's
+# rows in bench_originals take the same caps).
+HIER_MAX_REPEATS, HIER_MAX_WARMUP = 3, 1
 
 
 def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
@@ -137,33 +142,27 @@ def mel_2bar_small(repeats: int, warmup: int) -> list[dict]:
   mixed.mixed_precision = True
   return [
       train_step_result('musicvae/mel_2bar_small/train_step_b512', config, 512, repeats=repeats,
-                        warmup=warmup, original='1.95 s (~180 GFLOP/s)'),
+                        warmup=warmup, note=_F32),
       train_step_result('musicvae/mel_2bar_small/train_step_b64', config, 64, repeats=repeats,
-                        warmup=warmup, original='0.416 s'),
+                        warmup=warmup, note=_F32),
       train_step_result('musicvae/mel_2bar_small/train_step_b512_mixed', mixed, 512,
-                        repeats=repeats, warmup=warmup, original='1.95 s (~180 GFLOP/s)',
-                        note=_MIXED),
+                        repeats=repeats, warmup=warmup, note=_MIXED),
       train_step_result('musicvae/mel_2bar_small/train_step_b64_mixed', mixed, 64,
-                        repeats=repeats, warmup=warmup, original='0.416 s', note=_MIXED),
-      sample_result('musicvae/mel_2bar_small/sample64', config, repeats=repeats, warmup=warmup,
-                    original='0.076 s'),
-      encode_result('musicvae/mel_2bar_small/encode64', config, repeats=repeats, warmup=warmup,
-                    original='0.104 s'),
+                        repeats=repeats, warmup=warmup, note=_MIXED),
+      sample_result('musicvae/mel_2bar_small/sample64', config, repeats=repeats, warmup=warmup),
+      encode_result('musicvae/mel_2bar_small/encode64', config, repeats=repeats, warmup=warmup),
   ]
 
 
 def mel_16bar_hier(repeats: int, warmup: int) -> list[dict]:
   config = configs.get_config('mel_16bar_hier')
-  repeats, warmup = min(repeats, 3), min(warmup, 1)
+  repeats, warmup = min(repeats, HIER_MAX_REPEATS), min(warmup, HIER_MAX_WARMUP)
   results = [
-      sample_result('musicvae/mel_16bar_hier/sample64', config, repeats=repeats, warmup=warmup,
-                    original='3.73 s'),
-      encode_result('musicvae/mel_16bar_hier/encode64', config, repeats=repeats, warmup=warmup,
-                    original='25.6 s'),
+      sample_result('musicvae/mel_16bar_hier/sample64', config, repeats=repeats, warmup=warmup),
+      encode_result('musicvae/mel_16bar_hier/encode64', config, repeats=repeats, warmup=warmup),
   ]
   train = train_step_result('musicvae/mel_16bar_hier/train_step_b64', config, 64,
-                            repeats=repeats, warmup=warmup,
-                            original='does not fit in 24 GiB')
+                            repeats=repeats, warmup=warmup)
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   train['note'] += f'; peak resident memory of the benchmark process {peak_gib:.1f} GiB'
   train['peak_gib'] = peak_gib

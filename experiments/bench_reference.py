@@ -17,7 +17,7 @@ from experiments import benchmarks as bench
 _SHAPE = (58_880, 1_152, 128)
 
 
-def _matmul_result(dtype, repeats: int, warmup: int) -> dict:
+def _matmul_result(dtype, repeats: int, warmup: int, suffix: str = '') -> dict:
   m, k, n = _SHAPE
   a = jax.random.normal(jax.random.key(0), (m, k)).astype(dtype)
   b = jax.random.normal(jax.random.key(1), (k, n)).astype(dtype)
@@ -25,12 +25,24 @@ def _matmul_result(dtype, repeats: int, warmup: int) -> dict:
   seconds = bench.median_seconds(lambda: bench.block(product(a, b)), repeats=repeats,
                                  warmup=warmup)
   name = jnp.dtype(dtype).name
-  return bench.result(f'reference/matmul_{name}', seconds, flops=2.0 * m * k * n,
-                      note=f'{m} x {k} times {k} x {n} in {name}, f32 accumulation (XLA dot)')
+  return bench.result(f'reference/matmul_{name}{suffix}', seconds, flops=2.0 * m * k * n,
+                      note=f'{m} x {k} times {k} x {n} in {name}, f32 accumulation (XLA dot)'
+                           + (', again at the end of the run' if suffix else ''))
 
 
 def matmul(repeats: int, warmup: int) -> list[dict]:
-  return [_matmul_result(jnp.float32, repeats, warmup), _matmul_result(jnp.bfloat16, repeats, warmup)]
+  return [_matmul_result(jnp.float32, repeats, warmup),
+          _matmul_result(jnp.bfloat16, repeats, warmup)]
+
+
+# The same products once more at the end of a run (experiments/benchmark.py runs `matmul` first
+# and this last): how far the machine's speed drifted while the rows in between ran.
+END_SUFFIX = '_end'
+
+
+def matmul_end(repeats: int, warmup: int) -> list[dict]:
+  return [_matmul_result(jnp.float32, repeats, warmup, END_SUFFIX),
+          _matmul_result(jnp.bfloat16, repeats, warmup, END_SUFFIX)]
 
 
 # A kernel gradient x^T @ g of one of MusicVAE's LSTM layers at batch 64 (32 steps x 64 rows):

