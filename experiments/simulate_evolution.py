@@ -2,8 +2,9 @@ r"""Simulated user for Deep Interactive Evolution: generations to a hidden targe
 random sampling (fresh N(0, I) populations), averaged over seeds. See musicvae/simulate.py.
 
   python -m experiments.simulate_evolution --z_dim=8                  # latent space, no model
-  python -m experiments.simulate_evolution --workdir=runs/mel_2bar_small --threshold=0.9 \
+  python -m experiments.simulate_evolution --workdir=pretrained/mel_2bar_small --threshold=0.9 \
       --num_seeds=20 --max_generations=50 --output=runs/eval/evolution.json
+  python -m experiments.simulate_evolution --z_dim=8 --keep_selected=none   # the earlier default
   python -m experiments.simulate_evolution --workdir=runs/mel_2bar_small --measure=notes \
       --target=prior --sigma=0.3 --crossover=slerp
   python -m experiments.simulate_evolution --workdir=pretrained/mel_2bar_small \
@@ -50,7 +51,11 @@ _CROSSOVER = flags.DEFINE_enum('crossover', 'uniform', list(evolve.CROSSOVERS),
                                'Evolution: crossover.')
 _NUM_FOREIGN = flags.DEFINE_integer('num_foreign', 2, 'Evolution: fresh N(0, I) vectors per '
                                     'generation.')
-_ELITISM = flags.DEFINE_bool('elitism', False, 'Evolution: keep the selected vectors.')
+_KEEP_SELECTED = flags.DEFINE_enum('keep_selected', 'mutated', list(evolve.KEEP_SELECTED),
+                                   'Evolution: what becomes of the selected vectors. mutated (the '
+                                   'write-up): kept in the next population and mutated like the '
+                                   'children; unchanged: kept as they are; none: an all-new '
+                                   'population.')
 _MUTATION_P = flags.DEFINE_float('mutation_probability', 0.5, 'Evolution: P(a child mutates).')
 _COMPONENT_P = flags.DEFINE_float('component_probability', 0.5,
                                   'Evolution: P(a component of a mutating child gets noise).')
@@ -65,8 +70,9 @@ def main(argv: list[str]) -> None:
       attribute=_ATTRIBUTE.value, attribute_value=_ATTRIBUTE_VALUE.value,
       max_generations=_MAX_GENERATIONS.value, population_size=_POPULATION.value,
       num_selected=_NUM_SELECTED.value, threshold=_THRESHOLD.value, sigma=_SIGMA.value,
-      crossover=_CROSSOVER.value, num_foreign=_NUM_FOREIGN.value, elitism=_ELITISM.value,
-      mutation_probability=_MUTATION_P.value, component_probability=_COMPONENT_P.value)
+      crossover=_CROSSOVER.value, num_foreign=_NUM_FOREIGN.value,
+      keep_selected=_KEEP_SELECTED.value, mutation_probability=_MUTATION_P.value,
+      component_probability=_COMPONENT_P.value)
   if _OUTPUT.value:
     text = json.dumps(summary, indent=2)
     files.atomic_write(_OUTPUT.value, lambda f: f.write(text), mode='w')

@@ -342,11 +342,11 @@ def trio_combination_slices(seq_q: NoteSequence, enc: Encoding,
 
   Each instrument number is typed by its notes (drums, melody programs 0-31, bass 32-39; other
   programs or mixed types leave it out) and encoded on its own: melody and bass keep the notes
-  in 21..108 (the highest of simultaneous onsets), drums the 9 classes. Every (melody, bass, drums) combination of
-  instruments, in ascending instrument numbers, gives a slice at each bar where all three are
-  covered for num_bars bars: a bar is covered by an instrument with a note sounding within
-  max_silence_bars bars of it (Magenta's gap_bars), and the first and last max_silence_bars bars
-  count as covered when any of the three plays there.
+  in 21..108 (the highest of simultaneous onsets), drums the 9 classes. Every (melody, bass,
+  drums) combination of instruments, in ascending instrument numbers, gives a slice at each bar
+  where all three are covered for num_bars bars: a bar is covered by an instrument with a note
+  sounding within max_silence_bars bars of it (Magenta's gap_bars), and the first and last
+  max_silence_bars bars count as covered when any of the three plays there.
   """
   stats = stats if stats is not None else collections.Counter()
   end = max([n.quantized_end_step for n in seq_q.notes] + [0])

@@ -5,7 +5,8 @@ r"""Magenta's MusicVAE checkpoints -> our MusicVAE (no TensorFlow needed).
 
 CONFIGS maps Magenta's configuration names (magenta/models/music_vae/configs.py) to our configs
 of the same architecture, data encoding and training settings at the published sizes;
-`sized_config` gives the same architecture at other widths (the fixtures are built narrow).
+import_model takes z and the LSTM widths from the checkpoint's variables (the fixtures are built
+narrow; `sized_config` sets other widths by hand).
 
 How Magenta's variables map onto ours (tests/musicvae/test_original.py checks the result against
 outputs Magenta's own graphs computed, tests/fixtures/originals/musicvae_*.npz):
@@ -84,6 +85,40 @@ def sized_config(name: str, z_dim: int, encoder_sizes: Sequence[int],
   return c
 
 
+def _layer_sizes(arrays, pattern: str) -> tuple[int, ...]:
+  """Units of the LSTM layers named pattern.format(layer=0, 1, ...) (their bias is 4 * units)."""
+  sizes = []
+  while f'{pattern.format(layer=len(sizes))}/bias' in arrays:
+    sizes.append(int(np.shape(arrays[f'{pattern.format(layer=len(sizes))}/bias'])[0]) // 4)
+  return tuple(sizes)
+
+
+def sizes_from_variables(variables: weight_import.Variables, config: ml_collections.ConfigDict
+                         ) -> dict[str, object]:
+  """The z_dim and LSTM widths of the checkpoint (Magenta's z_size, enc_rnn_size, dec_rnn_size)
+  as config.model settings, for the architecture `config` describes; widths the checkpoint does
+  not show are left out (a missing variable is then reported by name)."""
+  arrays = variables.arrays
+  sizes: dict[str, object] = {}
+  if 'encoder/mu/kernel' in arrays:
+    sizes['z_dim'] = int(np.shape(arrays['encoder/mu/kernel'])[1])
+  encoder = _layer_sizes(
+      arrays, 'encoder/cell_{layer}/bidirectional_rnn/fw/multi_rnn_cell/cell_0/lstm_cell')
+  if config.model.conductor_sizes:
+    core = ('core_decoder/core_decoder_0/decoder' if config.encoding.kind == 'trio' else
+            'core_decoder/decoder')
+    decoder = _layer_sizes(arrays, core + '/multi_rnn_cell/cell_{layer}/lstm_cell')
+    conductor = _layer_sizes(arrays, 'decoder/hierarchical_level_0/cell_{layer}/lstm_cell')
+  else:
+    decoder = _layer_sizes(arrays, 'decoder/multi_rnn_cell/cell_{layer}/lstm_cell')
+    conductor = ()
+  for name, value in (('encoder_sizes', encoder), ('decoder_sizes', decoder),
+                      ('conductor_sizes', conductor)):
+    if value:
+      sizes[name] = value
+  return sizes
+
+
 def _is_training_state(name: str) -> bool:
   """Optimizer slots and counters that a training checkpoint holds beside the weights."""
   leaf = name.rsplit('/', 1)[-1]
@@ -150,7 +185,10 @@ def assign_variables(model: model_lib.MusicVAE, variables: weight_import.Variabl
 
 def import_model(variables: weight_import.Variables, config: ml_collections.ConfigDict
                  ) -> model_lib.MusicVAE:
-  """Our MusicVAE of `config` with every parameter from Magenta's `variables`."""
+  """Our MusicVAE of `config`, at the widths of the checkpoint (written back into `config`, which
+  the workdir records), with every parameter from Magenta's `variables`."""
+  for name, value in sizes_from_variables(variables, config).items():
+    config.model[name] = value
   config.mixed_precision = False
   model = train.build_model(config, nnx.Rngs(config.get('seed', 0)))
   assign_variables(model, variables)

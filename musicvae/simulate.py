@@ -191,7 +191,7 @@ def run_trials(method: str, scorer: Scorer, *, z_dim: int, seeds: Sequence[int],
 
   A trial reaches the target at generation g (1 = the first population shown) when a candidate
   of that population has similarity >= threshold. evolution_kwargs go to evolve.Evolution
-  (sigma, crossover, num_foreign, elitism, mutation_probability, component_probability).
+  (sigma, crossover, num_foreign, keep_selected, mutation_probability, component_probability).
   """
   if method not in METHODS:
     raise UserError(f'simulate: method must be one of {", ".join(METHODS)}, got {method!r}')
@@ -273,7 +273,7 @@ def simulate_main(workdir: str | None = None, *, step: int | None = None,
   runs in latent space with z_dim (measure 'cosine', target 'prior'). Measure 'attribute' takes
   attribute (a name in musicvae.sample.ATTRIBUTES) and attribute_value instead of a target.
   Seeds seed..seed+num_seeds-1.
-  evolution_kwargs go to evolve.Evolution (sigma, crossover, num_foreign, elitism, ...).
+  evolution_kwargs go to evolve.Evolution (sigma, crossover, num_foreign, keep_selected, ...).
   """
   if num_seeds < 1:
     raise UserError(f'simulate: num_seeds must be >= 1, got {num_seeds}')

@@ -42,9 +42,24 @@ def _fixture(name: str) -> dict:
 
 
 def _config(name: str):
-  hparams = json.loads(str(_fixture(name)['meta/config_json']))['hparams']
-  return original.sized_config(name, hparams['z_size'], hparams['enc_rnn_size'],
-                               hparams['dec_rnn_size'])
+  """Magenta's configuration at the published sizes: import_model reads the fixture's widths
+  from its variables (checked against the fixture's own record in test_equals_magenta)."""
+  return original.CONFIGS[name]()
+
+
+def test_import_weights_command_makes_a_working_workdir(tmp_path):
+  """python -m experiments.import_weights's function on a fixture: the workdir records the
+  checkpoint's widths and loads back to the same function."""
+  from common import training  # pylint: disable=g-import-not-at-top
+  from experiments import import_weights  # pylint: disable=g-import-not-at-top
+  name = 'cat-drums_2bar_small'
+  workdir = str(tmp_path / 'imported')
+  import_weights.import_checkpoint('magenta', _path(name), name, workdir)
+  config = training.read_config(workdir)
+  assert (config.model.z_dim, tuple(config.model.decoder_sizes)) == (16, (24, 24))
+  assert config.model.forget_bias == 1.0 and config.encoding.roll_input
+  model = training.load_model(train.get_task(config), config, workdir)
+  assert max(_relative_errors(name, model).values()) <= RTOL
 
 
 def _tokens(one_hot_BTV: np.ndarray, vocab_sizes) -> np.ndarray:
@@ -57,7 +72,16 @@ def _tokens(one_hot_BTV: np.ndarray, vocab_sizes) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _imported(name: str) -> model_lib.MusicVAE:
-  return original.import_model(weight_import.read_variables(_path(name)), _config(name))
+  config = _config(name)
+  model = original.import_model(weight_import.read_variables(_path(name)), config)
+  hparams = json.loads(str(_fixture(name)['meta/config_json']))['hparams']
+  sizes = (config.model.z_dim, tuple(config.model.encoder_sizes),
+           tuple(config.model.decoder_sizes))
+  assert sizes == (hparams['z_size'], tuple(hparams['enc_rnn_size']),
+                   tuple(hparams['dec_rnn_size'])), sizes
+  if config.model.conductor_sizes:  # Magenta's conductor is as wide as the core decoder
+    assert tuple(config.model.conductor_sizes) == tuple(hparams['dec_rnn_size'])
+  return model
 
 
 @nnx.jit
@@ -127,10 +151,16 @@ def test_each_variable_perturbed_breaks_equality(name):
 
 
 def test_import_refuses_a_mismatched_config():
-  """Wrong widths or a missing variable end in one error naming the variable."""
-  config = original.sized_config('cat-mel_2bar_small', 16, (32,), (24, 20))
+  """Another architecture, a variable of the wrong shape, a missing or an unknown variable: one
+  error naming the variable."""
+  narrow_hierdec = original.sized_config('hierdec-mel_16bar', 16, (32,), (24, 24))
+  with pytest.raises(UserError, match='decoder/hierarchical_level_0/initial_state/kernel'):
+    original.import_model(weight_import.read_variables(_path('cat-mel_2bar_small')),
+                          narrow_hierdec)
+  arrays = dict(weight_import.read_variables(_path('cat-mel_2bar_small')).arrays)
+  arrays['decoder/z_to_initial_state/kernel'] = arrays['decoder/z_to_initial_state/kernel'][:, :90]
   with pytest.raises(UserError, match='decoder/z_to_initial_state/kernel'):
-    original.import_model(weight_import.read_variables(_path('cat-mel_2bar_small')), config)
+    original.import_model(weight_import.Variables(arrays, 'x'), _config('cat-mel_2bar_small'))
   arrays = dict(weight_import.read_variables(_path('cat-mel_2bar_small')).arrays)
   del arrays['encoder/sigma/bias']
   with pytest.raises(UserError, match='encoder/sigma/bias'):

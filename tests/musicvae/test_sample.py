@@ -1,4 +1,4 @@
-"""MusicVAE latent-space tools: slerp, attributes, encode/decode/sample/interpolate, generate_pieces."""
+"""MusicVAE latent-space tools: slerp, attributes, encode/decode/sample/interpolate, generation."""
 
 import functools
 import os
