@@ -1,7 +1,8 @@
 """PianoNet generation speed: Fast-WaveNet queues against the naive full recompute.
 
-The 'paper' model (4 blocks x 12 layers, 316k parameters, receptive field 16,381 key states) with
-random weights: speed does not depend on the weights. Real time at 72 keys x 48 steps/s is
+pianonet/paper: the 'paper' model (4 blocks x 12 layers, 316k parameters, receptive field 16,381
+key states) with random weights. pianonet/paper_released: the original's released r5p3 weights
+(pretrained/pianonet_paper), continuing real music (MAESTRO) as generate does. Real time at 72 keys x 48 steps/s is
 1 / 3456 s = 0.29 ms per key state. On the project's 2-core CPU (from the PianoNet issue) the
 original's numpy queue code takes 0.347 ms per key state (1.2 s of compute per second of music,
 1.4 s counting the queue fill) and its naive path 148 ms per key state.
@@ -9,11 +10,14 @@ original's numpy queue code takes 0.347 ms per key state (1.2 s of compute per s
 
 from __future__ import annotations
 
+import os
+
 from flax import nnx
 import jax
 import numpy as np
 
 from experiments import benchmarks as bench
+from experiments import registry
 from pianonet import configs
 from pianonet import generate
 from pianonet import model as model_lib
@@ -84,7 +88,50 @@ def paper(repeats: int, warmup: int) -> list[dict]:
   return [one, many, naive_result]
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASED = os.path.join(_REPO, 'pretrained', 'pianonet_paper')
+# A real key-state stream: 278 time steps of a MAESTRO performance (72 keys from MIDI 31).
+_MAESTRO_STREAM = os.path.join(_REPO, 'tests', 'fixtures', 'originals', 'pianonet_r5p3.npz')
+
+
+def paper_released(repeats: int, warmup: int) -> list[dict]:
+  """One stream continuing 5.8 s of MAESTRO (silence before it fills the receptive field) with
+  the released r5p3 weights: the queue fill from the seed plus 2 s of new music, and the key-down
+  rate of what was generated."""
+  from common import configs as common_configs  # pylint: disable=g-import-not-at-top
+  config = common_configs.read_config(RELEASED)
+  model = registry.load_model(config, RELEASED)
+  rate = config.num_keys * config.steps_per_second
+  with np.load(_MAESTRO_STREAM) as npz:
+    roll_TK = npz['input/key_states'][0, :, 0].astype(np.uint8).reshape(-1, 72)
+  # The stream's keys are MIDI 31..102; the model's window lies inside them.
+  low = config.lowest_key - 31
+  stream_N = roll_TK[:, low:low + config.num_keys].reshape(-1)
+  seed_BT = generate.seed_from_sequence(stream_N, len(stream_N), model.receptive_field,
+                                        config.num_keys)[None]
+  num_steps = int(_GENERATED_SECONDS * rate)
+  thresholds = tuple(config.edge_thresholds)
+
+  def call():
+    return bench.block(generate.generate_fast(model, seed_BT, num_steps, jax.random.key(0),
+                                              thresholds=thresholds))
+
+  seconds = bench.median_seconds(call, repeats=repeats, warmup=warmup)
+  down_rate = float(np.asarray(call()).mean())
+  ms_per_state = seconds / num_steps * 1e3
+  return [bench.result(
+      'pianonet/paper_released/fast_1_stream', seconds, original='0.347 ms/key state (random '
+      'weights, numpy queues)',
+      throughput=f'{ms_per_state:.4f} ms/key state, queue fill included',
+      note=(f'released r5p3 weights, 1 stream: {len(stream_N)}-state MAESTRO seed then '
+            f'{_GENERATED_SECONDS:g} s of music ({num_steps} key states); '
+            f'{seconds / _GENERATED_SECONDS:.3f} s of compute per s of music; generated '
+            f'key-down rate {down_rate:.4f} (seed {float(stream_N.mean()):.4f})'),
+      ms_per_key_state=ms_per_state, generated_down_rate=down_rate)]
+
+
 # The benchmarks of this module by name (experiments/benchmark.py lists every module's).
 BENCHMARKS = {
     'pianonet/paper': paper,
+    'pianonet/paper_released': paper_released,
 }

@@ -26,8 +26,17 @@ from experiments import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, 'pretrained', 'coconet_small')
+
+
+def _pianonet_folder() -> str:
+  """PianoNet: the original's released model (r5p3) when it ships, else the small one."""
+  released = os.path.join(REPO, 'pretrained', 'pianonet_paper', 'checkpoints')
+  return 'pianonet_paper' if os.path.isdir(released) else 'pianonet_small'
+
+
 PRETRAINED_OTHERS = {name: os.path.join(REPO, 'pretrained', folder) for name, folder in (
-    ('musicvae', 'mel_2bar_small'), ('pianonet', 'pianonet_small'), ('cpword', 'cpword_small'))}
+    ('musicvae', 'mel_2bar_small'), ('pianonet', _pianonet_folder()),
+    ('cpword', 'cpword_small'))}
 DEFAULT_MELODY = os.path.join(REPO, 'assets', 'ode_to_joy.mid')
 SECOND_MELODY = os.path.join(REPO, 'assets', 'twinkle.mid')
 MODELS = ('coconet', 'musicvae', 'pianonet', 'cpword')

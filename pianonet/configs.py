@@ -4,9 +4,10 @@
   python -m experiments.train --config=pianonet/configs.py:paper --workdir=runs/pianonet \\
       --config.data_dir=../shared/data/maestro-v2
 
-'paper' is Angsten's largest shipped model: 4 blocks x 12 layers of kernel-2 causal convs with
-widths 4, 6, ..., 98 (316,139 parameters), receptive field 16,381 key states (~4.7 s at 72 keys x
-48 steps/s), 72 keys from MIDI 31, 24 time steps x 72 keys predicted per sample.
+'paper' is the layout of Angsten's released r5p3 model: 4 blocks x 12 layers of kernel-2 causal
+convs with widths 4, 6, ..., 98 (316,139 parameters), receptive field 16,381 key states, on the
+original's largest data set's window, 72 keys from MIDI 31 (~4.7 s at 48 steps/s; r5p3 itself
+was trained on 64 keys from 34: pianonet/original.py), 24 time steps predicted per sample.
 
 Every variant encodes music as the original does (pianonet/data.py: 24 steps per beat of the
 tempo map, no pedal, its rules for re-struck keys, trimming on all 128 keys, all copies stretched

@@ -32,11 +32,18 @@ from pianonet import configs
 from pianonet import model as model_lib
 
 # r5p3_300kparams_4_blocks_12_12_12_12_model: 4 blocks x 12 layers, widths 4, 6, ..., 98;
-# receptive field 16,381 key states, 316,139 parameters.
+# receptive field 16,381 key states (256 steps of 64 keys, less 3), 316,139 parameters. Its key
+# window is written nowhere in the original's repository; it is the 64 keys from MIDI 34 of the
+# original's small and medium data sets: on MAESTRO validation it scores 0.0200 nats per key
+# state there against 0.151 with micro_1's 72 keys from 31, worse than a constant prediction
+# (docs/pianonet.md has the commands).
 R5P3_BLOCK_LAYERS = [12, 12, 12, 12]
 R5P3_WIDTHS = configs.widths(4, 2, 48)
+R5P3_KEYS = (34, 64)
 # micro_1: blocks of 13, 11, 8 and 4 layers; widths as its weights have them; receptive field
-# 10,509 key states, 172,303 parameters.
+# 10,509 key states, 172,303 parameters; 72 keys from MIDI 31, which the serving code, made for
+# it, reads (app.py:101-104).
+MICRO_1_KEYS = (31, 72)
 MICRO_1_BLOCK_LAYERS = [13, 11, 8, 4]
 MICRO_1_WIDTHS = [2, 4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18,
                   19, 20, 21, 22, 23, 24, 25, 26, 28, 30, 32,
@@ -44,12 +51,15 @@ MICRO_1_WIDTHS = [2, 4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18,
                   100, 116, 132, 156]
 
 
-def _original_config(name: str, block_layers: list[int], widths: list[int]
-                     ) -> ml_collections.ConfigDict:
-  """The 'paper' config (the original's encoding: 72 keys from MIDI 31, 24 steps per beat) with
-  the released model's layers."""
+def _original_config(name: str, block_layers: list[int], widths: list[int],
+                     keys: tuple[int, int], learning_rate: float) -> ml_collections.ConfigDict:
+  """The 'paper' config (the original's encoding, 24 steps per beat) with the released model's
+  key window (lowest MIDI pitch, number of keys), layers and saved optimizer's learning rate
+  (for fine-tuning)."""
   c = configs.get_config('paper')
   c.variant = name
+  c.lowest_key, c.num_keys = keys
+  c.learning_rate = learning_rate
   c.model.block_layers = list(block_layers)
   c.model.widths = list(widths)
   c.model.output_bias_init = model_lib.ORIGINAL_OUTPUT_BIAS  # what the original started from
@@ -57,11 +67,12 @@ def _original_config(name: str, block_layers: list[int], widths: list[int]
 
 
 def r5p3_config() -> ml_collections.ConfigDict:
-  return _original_config('r5p3', R5P3_BLOCK_LAYERS, R5P3_WIDTHS)
+  return _original_config('r5p3', R5P3_BLOCK_LAYERS, R5P3_WIDTHS, R5P3_KEYS, 1e-4)
 
 
 def micro_1_config() -> ml_collections.ConfigDict:
-  return _original_config('micro_1', MICRO_1_BLOCK_LAYERS, MICRO_1_WIDTHS)
+  return _original_config('micro_1', MICRO_1_BLOCK_LAYERS, MICRO_1_WIDTHS, MICRO_1_KEYS,
+                          2.5e-5)
 
 
 CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {

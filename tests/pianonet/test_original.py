@@ -49,6 +49,8 @@ def test_imported_model_gives_the_originals_probabilities(name):
     want_N = npz['output/probabilities'][0, :, 0]
   model = imported(name)
   config = original.CONFIGS[name]()
+  # Key windows: r5p3's is measured (pianonet/original.py), micro_1's the serving code's.
+  assert (config.lowest_key, config.num_keys) == {'r5p3': (34, 64), 'micro_1': (31, 72)}[name]
   assert model.receptive_field == model_lib.receptive_field(config.model)
   assert model_lib.count_params(model) == {'r5p3': 316_139, 'micro_1': 172_303}[name]
   assert model.receptive_field == {'r5p3': 16_381, 'micro_1': 10_509}[name]
@@ -104,4 +106,14 @@ def test_savedmodel_folder_gives_the_fixtures_weights(name):
   model = original.import_model(variables, original.CONFIGS[name]())
   for got, want in zip(jax.tree.leaves(nnx.state(model)),
                        jax.tree.leaves(nnx.state(imported(name)))):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_shipped_pianonet_paper_is_the_released_r5p3():
+  workdir = os.path.join(os.path.dirname(__file__), '..', '..', 'pretrained', 'pianonet_paper')
+  config = common_configs.read_config(workdir)
+  assert config.variant == 'r5p3' and os.path.exists(os.path.join(workdir, 'LICENSE'))
+  model = registry.load_model(config, workdir)
+  for got, want in zip(jax.tree.leaves(nnx.state(model)),
+                       jax.tree.leaves(nnx.state(imported('r5p3')))):
     np.testing.assert_array_equal(got, want)
