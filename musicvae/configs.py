@@ -77,7 +77,9 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   c.encoding.max_silence_bars = 1.0
   c.encoding.melody_track = ''  # '' = the dataset's default (pop909 name:MELODY, nottingham first)
   c.encoding.max_transpose = 5
-  c.encoding.dedupe = False
+  # One copy of identical slices of a piece (Magenta's melody and drum converters); 'all': across
+  # the data set; 'none' keeps every slice (configs recorded it as True / False before).
+  c.encoding.dedupe = 'sequence'
   # Drums: the encoder reads the 9 classes hit plus a "no hit" bit (Magenta's roll_input); False
   # gives it the decoder's 512-way one-hot.
   c.encoding.roll_input = True
@@ -191,6 +193,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
       c.batch_size = 256
       c.encoding.kind = 'trio'
       c.encoding.max_silence_bars = 2.0
+      c.encoding.dedupe = 'none'  # Magenta's trio converter keeps repeats
   elif variant in ('mel_16bar_hier_small', 'mel_16bar_flat_small'):
     c.encoding.num_bars = 16
     c.encoding.max_transpose = 0

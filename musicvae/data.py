@@ -444,13 +444,27 @@ def chorale_soprano_slices(x_TV: np.ndarray, enc: Encoding,
   return slices_from_raw(raw, enc, stats)
 
 
-def extract_slices(examples: Sequence, enc: Encoding, *, dedupe: bool = False
+DEDUPE = ('sequence', 'all', 'none')
+
+
+def _first_unique(slices_NTK: np.ndarray) -> np.ndarray:
+  """The slices without repeats, each kept where it first occurs."""
+  _, first = np.unique(slices_NTK.reshape(len(slices_NTK), -1), axis=0, return_index=True)
+  return slices_NTK[np.sort(first)]
+
+
+def extract_slices(examples: Sequence, enc: Encoding, *, dedupe: str | bool = 'none'
                    ) -> tuple[np.ndarray, collections.Counter]:
   """Slices of every example -> (int16 (N, T, K) tokens, Counter of kept/dropped and why).
 
   examples: NoteSequences, or chorale arrays (T, 4) (their soprano line; melody only).
-  dedupe: keep one copy of identical slices (repeated choruses, loops).
+  dedupe: 'sequence' keeps one copy of identical slices of one example (repeated choruses,
+  loops), as Magenta's melody and drum converters do; 'all' one copy across every example;
+  'none' keeps them all (True and False, as older configs record it, are 'all' and 'none').
   """
+  dedupe = {True: 'all', False: 'none'}.get(dedupe, dedupe)
+  if dedupe not in DEDUPE:
+    raise UserError(f'encoding.dedupe must be one of {", ".join(DEDUPE)}, got {dedupe!r}')
   stats = collections.Counter()
   slices = []
   for example in examples:
@@ -463,14 +477,21 @@ def extract_slices(examples: Sequence, enc: Encoding, *, dedupe: bool = False
       got = sequence_slices(example, enc, stats)
     if not got:
       stats['sequences_without_slices'] += 1
+    elif dedupe == 'sequence':
+      unique = _first_unique(np.stack(got))
+      stats['dropped_duplicate'] += len(got) - len(unique)
+      got = list(unique)
     slices += got
   out = (np.stack(slices) if slices else
          np.zeros((0, enc.num_steps, len(enc.tracks)), np.int16))
-  if dedupe and len(out):
-    _, first = np.unique(out.reshape(len(out), -1), axis=0, return_index=True)
-    stats['dropped_duplicate'] = len(out) - len(first)
+  if dedupe == 'all' and len(out):
+    unique = _first_unique(out)
+    stats['dropped_duplicate'] += len(out) - len(unique)
+    out = unique
+  if stats['dropped_duplicate']:
     stats['slices_kept'] -= stats['dropped_duplicate']
-    out = out[np.sort(first)]
+  else:
+    del stats['dropped_duplicate']
   return out, stats
 
 

@@ -49,7 +49,8 @@ def load_slices(config: ml_collections.ConfigDict, split: str
          config.get('num_synthetic'))
   if key not in _SLICE_CACHE:
     examples = _load_examples(config, split, enc)
-    slices, stats = data.extract_slices(examples, enc, dedupe=bool(config.encoding.get('dedupe')))
+    slices, stats = data.extract_slices(examples, enc,
+                                        dedupe=config.encoding.get('dedupe', 'none'))
     logging.info('musicvae %s[%s]: %d %s slices of %d bars; %s', config.dataset, split,
                  len(slices), enc.kind, enc.num_bars, dict(sorted(stats.items())))
     _SLICE_CACHE[key] = (slices, stats)

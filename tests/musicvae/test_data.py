@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common import midi
+from common.errors import UserError
 from musicvae import data
 
 MEL2 = data.Encoding('melody', num_bars=2)
@@ -225,3 +226,21 @@ def test_describe_extraction_in_words():
       '1 piece without a bass instrument (programs 32-39)')
   assert data.describe_extraction(collections.Counter(dropped_silence_trio=2), trio) == (
       '2 slices where a part is silent for more than 2 bars')
+
+
+def test_dedupe_per_sequence_across_all_or_none():
+  """'sequence' (Magenta's converters) keeps one copy of a slice repeated within a piece; 'all'
+  also drops a slice that another piece repeats; True and False (older configs) are all / none."""
+  riff = [(t, t + 2, 60 + (t // 2) % 5) for t in range(0, 32, 2)]
+  looped = _melody_seq(riff + [(s + 32, e + 32, p) for s, e, p in riff], num_steps=64)
+  other = _melody_seq(riff)
+  examples = [looped, other]
+  counts = {}
+  for dedupe in ('none', 'sequence', 'all', True, False):
+    slices, stats = data.extract_slices(examples, MEL2, dedupe=dedupe)
+    counts[dedupe] = (len(slices), stats['dropped_duplicate'], stats['slices_kept'])
+  # looped: slices at bars 0 and 2 are equal, bar 1 differs (the riff across its seam).
+  assert counts == {'none': (4, 0, 4), 'sequence': (3, 1, 3), 'all': (2, 2, 2), True: (2, 2, 2),
+                    False: (4, 0, 4)}
+  with pytest.raises(UserError, match='dedupe'):
+    data.extract_slices(examples, MEL2, dedupe='some')
