@@ -2,10 +2,11 @@
 
 pianonet/paper: the 'paper' model (4 blocks x 12 layers, 316k parameters, receptive field 16,381
 key states) with random weights. pianonet/paper_released: the original's released r5p3 weights
-(pretrained/pianonet_paper), continuing real music (MAESTRO) as generate does. Real time at 72 keys x 48 steps/s is
-1 / 3456 s = 0.29 ms per key state. On the project's 2-core CPU (from the PianoNet issue) the
-original's numpy queue code takes 0.347 ms per key state (1.2 s of compute per second of music,
-1.4 s counting the queue fill) and its naive path 148 ms per key state.
+(pretrained/pianonet_paper, 64 keys), continuing real music (MAESTRO) as generate does. Real time
+at 72 keys x 48 steps/s is 1 / 3456 s = 0.29 ms per key state (0.33 ms at 64 keys). On the
+project's 2-core CPU (from the PianoNet issue) the original's numpy queue code takes 0.347 ms per
+key state (1.2 s of compute per second of music, 1.4 s counting the queue fill) and its naive
+path 148 ms per key state.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ rolls its own code made: tests/pianonet/test_original_encoding.py):
 - time grid: 24 steps per beat of the file's tempo map (pretty_midi's beats: tempo changes are
   followed and a compound meter's beat is the dotted note), so 48 steps per second at 120 qpm
   (all of MAESTRO); the first beat is the first time signature's time, or else estimated from the
-  onsets; a note starts at round(step) (half to even) and ends at floor(step);
+  onsets (notes that end before it are dropped; generation seeds start at 0 s, as the original's
+  serving code reads them); a note starts at round(step) (half to even), ends at floor(step);
 - no sustain pedal (the original reads note-offs only) and any velocity;
 - notes drawn one by one per track in the file's order: a new note clears the step before it if
   an earlier note holds it, and stops one step early if the step at its end is down, so that one
@@ -27,7 +28,7 @@ this codebase's earlier encoding, which pretrained/pianonet_small was trained on
 moves the next note one step later instead, so the inverse recovers every note; same-step
 duplicates merge; drums dropped), `trim='window'`, `stretch_method='notes'` (note boundaries
 resampled and re-rendered, keeping every note), `unstretched_copy=True`,
-`stretch_validation=False`, `pad_before_first=True`.
+`stretch_validation=False`, `padding='around'` (silence before the first song too).
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def _estimate_first_beat(seq: Any, tm: _TempoMap, candidates: int = 10,
   return start_times[int(np.argmax(scores))]
 
 
-def _note_steps(seq: Any, notes: list, enc: Encoding
+def _note_steps(seq: Any, notes: list, enc: Encoding, first_beat_at_zero: bool = False
                 ) -> tuple[np.ndarray, np.ndarray, float, int]:
   """(start_N, end_N) steps of `notes` on the encoding's grid, the time of step 0 and the
   number of steps the grid has up to the end of the piece.
@@ -313,7 +314,9 @@ def _note_steps(seq: Any, notes: list, enc: Encoding
     steps_2N = times_N * enc.steps_per_second
     num_steps = int(np.ceil(tm.end_time * enc.steps_per_second)) + 1
   else:
-    if tm.signatures:
+    if first_beat_at_zero:
+      first_beat = 0.0
+    elif tm.signatures:
       first_beat = tm.signatures[0][0]
     elif len(seq.notes):
       first_beat = _estimate_first_beat(seq, tm)
@@ -336,42 +339,65 @@ def _draw_original(notes: list, start_N: np.ndarray, end_N: np.ndarray, num_step
                    ) -> tuple[np.ndarray, np.ndarray]:
   """pypianoroll 0.5.0's drawing: per track in order, each note clears the step before its start
   if that step is down and stops one step early if the step at its end is down; tracks merged by
-  union; a drum note marks its onset. Returns (roll (128, T) uint8, drew_N: the note drew a step)."""
-  merged_PT = np.zeros((128, num_steps), np.uint8)
+  union; a drum note marks its onset. Returns (roll (128, T) uint8, drew_N: the note drew a step).
+
+  The grid has num_steps steps; the roll keeps only those up to just after the last note (the
+  rest is silence), and a track keeps rows only for its pitches, so that memory follows the music
+  rather than the number of tracks. Indices count from num_steps, negative ones from its end, as
+  in the original's numpy indexing.
+  """
+  last = max([int(x) for x in end_N] + [int(x) for x in start_N] + [0])
+  kept = max(1, min(num_steps, last + 2))
+  merged_PT = np.zeros((128, kept), np.uint8)
   drew_N = np.zeros(len(notes), bool)
+
+  def position(index: int) -> int | None:
+    """Where grid step `index` (negative: from the end) is kept; None when it is not."""
+    index = index + num_steps if index < 0 else index
+    return index if 0 <= index < kept else None
+
   by_track: dict[tuple[int, bool], list[int]] = {}
   for i, note in enumerate(notes):
     by_track.setdefault((note.instrument, note.is_drum), []).append(i)
   for (_, is_drum), indices in sorted(by_track.items()):
-    roll_PT = np.zeros((128, num_steps), np.uint8)
+    rows: dict[int, np.ndarray] = {}
     for i in indices:
       pitch, start, end = notes[i].pitch, int(start_N[i]), int(end_N[i])
-      row_T = roll_PT[pitch]
+      if pitch not in rows:
+        rows[pitch] = np.zeros(kept, np.uint8)
+      row_T = rows[pitch]
       if is_drum:
-        if -num_steps <= start < num_steps:
-          row_T[start] = 1
+        at = position(start) if -num_steps <= start < num_steps else None
+        if at is not None:
+          row_T[at] = 1
           drew_N[i] = True
         continue
       if notes[i].velocity < 1:
         continue
-      if 0 < start < num_steps and row_T[start - 1]:
+      if 0 < start < num_steps and position(start - 1) is not None and row_T[start - 1]:
         row_T[start - 1] = 0
-      if -num_steps <= end < num_steps - 1 and row_T[end]:
-        end -= 1
+      if -num_steps <= end < num_steps - 1:
+        at = position(end)
+        if at is not None and row_T[at]:
+          end -= 1
       lo, hi, _ = slice(start, end).indices(num_steps)
+      hi = min(hi, kept)
       if hi > lo:
         row_T[lo:hi] = 1
         drew_N[i] = True
-    np.maximum(merged_PT, roll_PT, out=merged_PT)
+    for pitch, row_T in rows.items():
+      np.maximum(merged_PT[pitch], row_T, out=merged_PT[pitch])
   return merged_PT, drew_N
 
 
-def sequence_to_roll(seq: Any, enc: Encoding = Encoding(), *, trim: bool = True
-                     ) -> tuple[np.ndarray, EncodeStats]:
+def sequence_to_roll(seq: Any, enc: Encoding = Encoding(), *, trim: bool = True,
+                     first_beat_at_zero: bool = False) -> tuple[np.ndarray, EncodeStats]:
   """NoteSequence -> (roll_TK uint8, stats) under the encoding's rules (see the module docstring).
 
   trim=False keeps the silence between the grid's step 0 and the first note (the roll still ends
-  at the last sounding step).
+  at the last sounding step). first_beat_at_zero: the beat grid starts at 0 s whatever the time
+  signatures and onsets say, as the original's serving code reads a seed (its CustomMultitrack,
+  custom_multitrack.py:664-665); its training data estimated the first beat.
   """
   if enc.sustain:
     import note_seq  # pylint: disable=g-import-not-at-top  (slow import; only encoders need it)
@@ -379,7 +405,7 @@ def sequence_to_roll(seq: Any, enc: Encoding = Encoding(), *, trim: bool = True
   stats = EncodeStats(songs=1)
   original = enc.note_rules == 'original'
   notes = [n for n in seq.notes if original or not n.is_drum]
-  start_N, end_N, first_beat, num_steps = _note_steps(seq, notes, enc)
+  start_N, end_N, first_beat, num_steps = _note_steps(seq, notes, enc, first_beat_at_zero)
   if original:
     # Notes that end by the first beat are left out (only a late first beat has any).
     keep = [i for i, n in enumerate(notes) if n.end_time > first_beat]
@@ -606,9 +632,9 @@ def concatenate(rolls: Iterable[np.ndarray], enc: Encoding, rng: np.random.Gener
   """Writes [silence,] song, silence, song, ..., silence as flattened uint8 into `out`.
 
   out: a list (arrays are appended) or a binary file (bytes are written). Returns (song start
-  indices, total length, number of key states down). Streaming keeps memory flat for data sets of many gigabytes. The
-  original concatenates its copies in a shuffled order; here each song's copies follow it,
-  which changes nothing for windows drawn at random or evenly spaced.
+  indices, total length, number of key states down). Streaming keeps memory flat for data sets
+  of many gigabytes. The original concatenates its copies in a shuffled order; here each song's
+  copies follow it, which changes nothing for windows drawn at random or evenly spaced.
   """
   song_starts, length, key_down = [], 0, 0
 

@@ -163,10 +163,17 @@ def seed_from_notes(seq: Any, enc: data.Encoding, receptive_field: int, seconds:
   that the seed fills a receptive field (training windows also start in silence); UserError
   naming `name` when no note fits the key window."""
   midi.pitched_notes(seq, name)
-  roll_TK, stats = data.sequence_to_roll(seq, enc)
+  roll_TK, stats = data.sequence_to_roll(seq, enc, first_beat_at_zero=True)
   if not roll_TK.any():
-    raise UserError(f'{name}: no notes inside the key window (MIDI {enc.lowest_key}..'
-                    f'{enc.lowest_key + enc.num_keys - 1}; {stats.out_of_range} notes outside).')
+    keys = f'MIDI {enc.lowest_key}..{enc.lowest_key + enc.num_keys - 1}'
+    inside = stats.notes_in - stats.out_of_range
+    if inside:
+      grid = (f'{enc.steps_per_beat} per beat' if enc.time_grid == 'beats' else
+              f'{enc.steps_per_second:g} per second')
+      raise UserError(f'{name}: none of its {inside} notes inside the key window ({keys}) lasts '
+                      f'a whole step of the grid ({grid}).')
+    raise UserError(f'{name}: no notes inside the key window ({keys}; '
+                    f'{stats.out_of_range} notes outside).')
   if seconds is not None:
     roll_TK = roll_TK[:max(1, int(round(seconds * enc.steps_per_second)))]
   keys_N = data.flatten(roll_TK)

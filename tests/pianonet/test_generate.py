@@ -121,3 +121,27 @@ def test_seed_from_a_musicxml_file_names_the_file(tmp_path):
   assert sorted(set(np.nonzero(roll_TK)[1] + enc.lowest_key)) == [60, 62, 64, 65]
   with pytest.raises(UserError, match=r'low.xml: no notes inside the key window .*4 notes outside'):
     _seed_from_file(_musicxml(tmp_path / 'low.xml', 0), enc)
+
+
+def test_a_seed_is_read_from_0_s_like_the_originals_app():
+  """Without a time signature the original's data pipeline estimates the first beat from the
+  onsets and drops notes that end before it; its serving code reads seeds from 0 s."""
+  import note_seq
+  seq = note_seq.NoteSequence(ticks_per_quarter=note_seq.STANDARD_PPQ)
+  seq.tempos.add(qpm=120.0)
+  for pitch, start in ((60, 0.0), (62, 60.25)):
+    seq.notes.add(pitch=pitch, start_time=start, end_time=start + 0.5, velocity=80)
+  enc = data.Encoding()
+  as_data = data.sequence_to_roll(seq, enc)[0]
+  assert len(data.roll_to_notes(as_data)[0]) == 1  # the first beat estimated at 60.25 s
+  seed = generate.seed_from_notes(seq, enc, 8, None)
+  assert len(data.roll_to_notes(data.unflatten(seed, enc.num_keys))[0]) == 2
+
+
+def test_a_seed_whose_notes_are_all_too_short_says_so():
+  import note_seq
+  seq = note_seq.NoteSequence(ticks_per_quarter=note_seq.STANDARD_PPQ)
+  seq.tempos.add(qpm=120.0)
+  seq.notes.add(pitch=60, start_time=0.0, end_time=0.005, velocity=80)
+  with pytest.raises(UserError, match='none of its 1 notes inside the key window'):
+    generate.seed_from_notes(seq, data.Encoding(), 8, None, name='short.mid')

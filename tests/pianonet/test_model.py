@@ -89,7 +89,8 @@ def test_sizes_of_the_paper_config():
   model = nnx.eval_shape(lambda: model_lib.build_model(c, nnx.Rngs(0)))
   assert model_lib.count_params(model) == 316_139
   assert model.receptive_field == 16_381
-  assert abs(c.model.output_bias_init - (-3.2)) < 0.05
+  # No measured rate yet: the original's -3.2 (a run measures its data's rate: test_train.py).
+  assert c.model.output_bias_init is None and model_lib.initial_output_bias(c) == -3.2
 
 
 @pytest.mark.parametrize('variant', ['tiny', 'small'])
