@@ -47,10 +47,12 @@ _RENAMED = (
 # here, so an older checkpoint keeps computing the function it was trained as. (model, path, value)
 _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     # MusicVAE before it matched Magenta's LSTMBlockCell and encoder (pretrained/mel_2bar_small):
-    # no forget bias, sigma = softplus + 1e-5, the drums' 512-way one-hot as encoder input.
+    # no forget bias, sigma = softplus + 1e-5, the drums' 512-way one-hot as encoder input,
+    # melody and drum slices cut on a one-bar grid.
     ('musicvae', 'model.forget_bias', 0.0),
     ('musicvae', 'model.sigma_epsilon', 1e-5),
     ('musicvae', 'encoding.roll_input', False),
+    ('musicvae', 'encoding.extraction', 'grid'),
     # Coconet before it matched Magenta's lib_graph (coconet/model.py's docstring says what each
     # computes): pre-activation running-sum residuals, nnx's epsilon, one regular conv first,
     # bias-free separable convs, regular 2x2 final layers; and its earlier training loss.
@@ -79,6 +81,8 @@ _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ('pianonet', 'unstretched_copy', True),
     ('pianonet', 'stretch_validation', False),
     ('pianonet', 'padding', 'around'),
+    # Runs that fed PianoNet one window at a time resume with the same data stream.
+    ('pianonet', 'batched_input', False),
 )
 
 

@@ -79,6 +79,9 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.batch_size = 32
   c.num_train_steps = 200_000
   c.learning_rate = 1.5e-4
+  # bf16 convolutions with f32 parameters and optimizer state (for accelerators; the loss and the
+  # output layer stay f32).
+  c.mixed_precision = False
   c.grad_clip_norm = 1.0
   c.predicted_steps = 24     # the loss covers the last predicted_steps * num_keys positions
   c.log_every_steps = 100
@@ -87,6 +90,9 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
   c.sample_every_steps = 10_000
   c.num_eval_windows = 256
   c.window_chunk_steps = 48  # training windows end in one random step of each such chunk
+  # Training windows gathered a batch at once (one numpy indexing per batch): the per-window
+  # pipeline cannot feed an accelerator (experiments/bench_scaling.py's input rows).
+  c.batched_input = True
   # Generation (also used by the sample hook).
   c.sample_seconds = 4.0
   c.temperature = 1.0

@@ -72,7 +72,7 @@ class PianoNet(nnx.Module):
 
   def __init__(self, *, num_keys: int, kernel_size: int, block_layers: Sequence[int],
                widths: Sequence[int], output_bias_init: float, key_phase_input: bool = False,
-               rngs: nnx.Rngs):
+               compute_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
     self.num_keys = num_keys
     self.key_phase_input = key_phase_input
     dilations = block_dilations(block_layers)
@@ -81,8 +81,10 @@ class PianoNet(nnx.Module):
     in_features = 1 + (num_keys if key_phase_input else 0)
     convs = []
     for width, dilation in zip(widths, dilations):
+      # compute_dtype bfloat16: mixed precision (bf16 products, f32 parameters and optimizer).
       convs.append(nnx.Conv(in_features, width, (kernel_size,), kernel_dilation=(dilation,),
-                            padding='CAUSAL', kernel_init=_KERNEL_INIT, rngs=rngs))
+                            padding='CAUSAL', kernel_init=_KERNEL_INIT, dtype=compute_dtype,
+                            param_dtype=jnp.float32, rngs=rngs))
       in_features = width
     self.convs = nnx.List(convs)
     self.dilations = tuple(dilations)
@@ -124,7 +126,7 @@ class PianoNet(nnx.Module):
         h = jax.nn.elu(conv(h[:, -(needed[l] + lags[l]):]))[:, -needed[l]:]
       else:
         h = jax.nn.elu(conv(h))
-    return self.output(h)[..., 0]
+    return self.output(h.astype(jnp.float32))[..., 0]
 
   # --- Fast generation: the same weights described to common.fast_conv. ---
 
@@ -185,7 +187,9 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> PianoNet:
   return PianoNet(num_keys=config.num_keys, kernel_size=m.kernel_size,
                   block_layers=tuple(m.block_layers), widths=tuple(m.widths),
                   output_bias_init=initial_output_bias(config),
-                  key_phase_input=m.get('key_phase_input', False), rngs=rngs)
+                  key_phase_input=m.get('key_phase_input', False),
+                  compute_dtype=jnp.bfloat16 if config.get('mixed_precision') else jnp.float32,
+                  rngs=rngs)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -112,6 +112,19 @@ class TrainWindows:
     end_step = int(rng.integers(lo, hi))
     return {'keys': data.window(self.keys_N, end_step * self.spec.num_keys, self.spec.length)}
 
+  def batch(self, chunks_B: np.ndarray, epochs_B: np.ndarray, seed: int) -> Batch:
+    """The windows of a whole batch at once (make_batched_train_iterator): one random end step in
+    each chunk, the windows gathered in one indexing of the key states."""
+    lo_B = self.first_end + chunks_B * self.chunk_steps
+    hi_B = np.maximum(lo_B + 1, np.minimum(lo_B + self.chunk_steps, self.num_steps + 1))
+    u_B = pipeline.example_uniforms(seed, epochs_B, chunks_B, 1)[:, 0]
+    end_B = lo_B + np.minimum((u_B * (hi_B - lo_B)).astype(np.int64), hi_B - lo_B - 1)
+    start_B = end_B * self.spec.num_keys - self.spec.length
+    positions_BW = start_B[:, None] + np.arange(self.spec.length)
+    keys_BW = np.asarray(self.keys_N[np.clip(positions_BW, 0, None)], np.uint8)
+    keys_BW[positions_BW < 0] = 0  # before the sequence: silence, as data.window pads
+    return {'keys': keys_BW}
+
 
 def eval_window_ends(num_steps: int, predicted_steps: int, num_windows: int) -> list[int]:
   """Evenly spaced end steps over a sequence (fixed, so evaluations are comparable)."""
@@ -124,6 +137,11 @@ def train_iterator(config: ml_collections.ConfigDict, process_index: int, proces
   seq = get_split(config, 'train')
   windows = TrainWindows(seq.keys_N, window_spec(config), config.predicted_steps,
                          config.window_chunk_steps)
+  if config.get('batched_input', True):
+    return pipeline.make_batched_train_iterator(
+        len(windows), lambda chunks, epochs: windows.batch(chunks, epochs, config.seed),
+        batch_size=config.batch_size, seed=config.seed, process_index=process_index,
+        process_count=process_count)
   return pipeline.make_train_iterator(range(len(windows)), windows, batch_size=config.batch_size,
                                       seed=config.seed, process_index=process_index,
                                       process_count=process_count)

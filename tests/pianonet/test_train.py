@@ -151,3 +151,30 @@ def test_output_bias_for_a_rate_is_its_logit():
   assert model_lib.output_bias_for_rate(0.5) == 0.0
   assert model_lib.output_bias_for_rate(0.04) == pytest.approx(-3.178, abs=1e-3)
   assert model_lib.output_bias_for_rate(0.0) == pytest.approx(np.log(1e-6 / (1 - 1e-6)))
+
+
+def test_batched_windows_equal_the_window_function_and_stay_in_their_chunks():
+  keys_N = (np.random.default_rng(0).random(16 * 40) < 0.2).astype(np.uint8)
+  spec = train.WindowSpec(num_keys=16, receptive_field=40, num_predicted=32)
+  windows = train.TrainWindows(keys_N, spec, predicted_steps=2, chunk_steps=4)
+  chunks = np.arange(len(windows))
+  batch = windows.batch(chunks, np.zeros_like(chunks), seed=3)['keys']
+  assert batch.shape == (len(windows), spec.length) and batch.dtype == np.uint8
+  for chunk, row in zip(chunks, batch):
+    # The row is the window ending at some step of its chunk, exactly as data.window cuts it.
+    lo = windows.first_end + chunk * windows.chunk_steps
+    ends = range(lo, max(lo + 1, min(lo + windows.chunk_steps, windows.num_steps + 1)))
+    assert any(np.array_equal(row, data.window(keys_N, end * 16, spec.length)) for end in ends)
+
+
+def test_mixed_precision_loss_is_close_to_float32():
+  config = tiny_config()
+  task = train.get_task(config)
+  batch = {'keys': (np.random.default_rng(0).random((4, train.window_spec(config).length)) < 0.1)
+           .astype(np.uint8)}
+  losses = {}
+  for mixed in (False, True):
+    config.mixed_precision = mixed
+    model = train.build_model(config, nnx.Rngs(0))
+    losses[mixed], _ = task.loss_fn(model, batch, jax.random.key(0), 0)
+  assert float(losses[True]) == pytest.approx(float(losses[False]), rel=2e-2)
