@@ -35,8 +35,9 @@ Variants:
 
 Settings where the original's behaviour is the default (runs recorded before they existed read
 back with what they computed, common/configs.py _LEGACY_DEFAULTS): model.forget_bias (1.0, as
-Magenta's LSTMBlockCell), model.sigma_epsilon (0), encoding.roll_input (drums), and
-encoding.trio_combinations. Magenta's checkpoints import with musicvae/original.py.
+Magenta's LSTMBlockCell), model.sigma_epsilon (0), encoding.roll_input (drums),
+encoding.trio_combinations, encoding.extraction and encoding.dedupe. Magenta's checkpoints
+import with musicvae/original.py.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   # Trio: one example per combination of a melody, a bass and a drum instrument, each line on its
   # own (Magenta's TrioConverter); False merges each program range's instruments into one line.
   c.encoding.trio_combinations = True
+  # Melody and drums: slices inside the melodies (per instrument) and drum tracks that Magenta
+  # extracts, which end at max_silence_bars of silence; 'grid' cuts one line on a one-bar grid and
+  # drops slices with more than max_silence_bars of silence.
+  c.encoding.extraction = 'magenta'
 
   c.model = ml_collections.ConfigDict()
   c.model.z_dim = 256

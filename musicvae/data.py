@@ -13,9 +13,12 @@ Every stream has one token per 16th-note step, 16 steps per bar (4/4 as in the p
   combination of one melody, one bass and one drum instrument gives its own examples
   (`trio_combinations`; False merges the instruments of each range into one line).
 
-A model example is a slice of `num_bars` bars of tokens (T, K) with K tracks, cut every bar; slices
-with more than `max_silence_bars` of silence in any track, or pitches outside 21..108, are dropped
-(trio combinations: Magenta's coverage rule instead, see `trio_combination_slices`).
+A model example is a slice of `num_bars` bars of tokens (T, K) with K tracks, cut every bar. With
+extraction 'magenta' (melody, drums) slices lie inside the melodies and drum tracks that Magenta's
+converters extract, which end at `max_silence_bars` of silence (`magenta_slices`); with 'grid'
+they are cut over the whole piece and slices with more than `max_silence_bars` of silence in any
+track, or pitches outside 21..108, are dropped (trio combinations: Magenta's coverage rule, see
+`trio_combination_slices`).
 `extract_slices` returns the kept slices and a Counter of what happened to the others;
 `describe_extraction` says it in words.
 """
@@ -56,6 +59,9 @@ BASS_PROGRAMS = (32, 39)
 DEFAULT_QPM = 120.0
 
 TRACK_VOCAB = {'melody': MELODY_CLASSES, 'bass': MELODY_CLASSES, 'drums': DRUM_CLASSES}
+EXTRACTIONS = ('magenta', 'grid')
+# Magenta's converters truncate each extracted melody or drum track to 100 bars before slicing.
+MAX_TRACK_BARS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +75,23 @@ class Encoding:
   trio_combinations: trio only: each instrument on its own, one example per combination of a
     melody, a bass and a drum instrument (Magenta); False: every instrument of a program range
     merged into one line.
+  extraction: melody and drums: 'magenta' cuts slices inside the melodies (per instrument) and
+    drum tracks that note_seq extracts, which end at max_silence_bars of silence (see
+    `magenta_slices`); 'grid' cuts the selected notes as one line on a one-bar grid and drops
+    slices with more than max_silence_bars of silence.
   """
   kind: str = 'melody'
   num_bars: int = 2
   max_silence_bars: float = 1.0
   melody_track: str = 'all'
   trio_combinations: bool = True
+  extraction: str = 'magenta'
 
   def __post_init__(self):
     if self.kind not in ('melody', 'drums', 'trio'):
       raise UserError(f'unknown MusicVAE encoding {self.kind!r}; use melody, drums or trio')
+    if self.extraction not in EXTRACTIONS:
+      raise UserError(f'unknown extraction {self.extraction!r}; use {" or ".join(EXTRACTIONS)}')
     if self.num_bars < 1:
       raise UserError(f'num_bars must be >= 1, got {self.num_bars}')
 
@@ -110,7 +123,8 @@ def encoding_from_config(config: Any) -> Encoding:
   track = enc.get('melody_track') or DEFAULT_MELODY_TRACK.get(config.dataset, 'all')
   return Encoding(kind=enc.kind, num_bars=enc.num_bars,
                   max_silence_bars=enc.get('max_silence_bars', 1.0), melody_track=track,
-                  trio_combinations=bool(enc.get('trio_combinations', True)))
+                  trio_combinations=bool(enc.get('trio_combinations', True)),
+                  extraction=enc.get('extraction', 'magenta'))
 
 
 def melody_events(notes: Iterable[tuple[int, int, int]], num_steps: int) -> np.ndarray:
@@ -403,6 +417,104 @@ def trio_combination_slices(seq_q: NoteSequence, enc: Encoding,
   return kept
 
 
+def melody_segments(notes: Iterable[tuple[int, int, int]], gap_steps: int
+                    ) -> list[tuple[int, np.ndarray]]:
+  """note_seq's Melody extraction (Magenta's extract_melodies) over one instrument's
+  (start_step, end_step, pitch) notes -> [(first step, raw events (bars * 16,))].
+
+  A melody starts at the bar of its first note; of notes starting together the highest is kept,
+  a later onset cuts the sounding note; the melody ends before a note that starts gap_steps or
+  more after the last note-off, and is padded to a whole bar (the last note-off stays when it
+  falls inside); the next melody is searched from the next bar on. Melodies are truncated to
+  MAX_TRACK_BARS bars.
+  """
+  notes = sorted(notes, key=lambda n: (n[0], -n[2]))
+  segments, search = [], 0
+  while True:
+    pending = [n for n in notes if n[0] >= search]
+    if not pending:
+      return segments
+    start = pending[0][0] - (pending[0][0] - search) % STEPS_PER_BAR
+    kept: list[tuple[int, int, int]] = []
+    for note in pending:
+      if kept and note[0] == kept[-1][0]:
+        continue  # a lower note of the same onset
+      if kept and note[0] - kept[-1][1] >= gap_steps:
+        break
+      kept.append(note)
+    last_off = kept[-1][1] - start
+    length = -(-last_off // STEPS_PER_BAR) * STEPS_PER_BAR
+    events = melody_events(((s - start, e - start, p) for s, e, p in kept), length)
+    segments.append((start, events[:MAX_TRACK_BARS * STEPS_PER_BAR]))
+    search = start + length
+
+
+def drum_segments(hits: Iterable[tuple[int, int]], gap_steps: int
+                  ) -> list[tuple[int, np.ndarray]]:
+  """note_seq's DrumTrack extraction (Magenta's extract_drum_tracks) over (start_step, pitch) drum
+  hits -> [(first step, bit sets (bars * 16,))]: a track starts at the bar of its first hit and
+  ends before a hit that follows gap_steps or more empty steps; padded to a whole bar, truncated
+  to MAX_TRACK_BARS bars."""
+  steps = sorted({start for start, pitch in hits if drum_class(pitch) is not None})
+  hits = [(start, pitch) for start, pitch in hits if drum_class(pitch) is not None]
+  segments, search = [], 0
+  while True:
+    pending = [t for t in steps if t >= search]
+    if not pending:
+      return segments
+    start = pending[0] - (pending[0] - search) % STEPS_PER_BAR
+    last = pending[0]
+    for t in pending[1:]:
+      if t - (last + 1) >= gap_steps:
+        break
+      last = t
+    length = -(-(last - start + 1) // STEPS_PER_BAR) * STEPS_PER_BAR
+    tokens = drum_tokens(((t - start, p) for t, p in hits if start <= t <= last), length)
+    segments.append((start, tokens[:MAX_TRACK_BARS * STEPS_PER_BAR]))
+    search = start + length
+
+
+def magenta_slices(seq_q: NoteSequence, enc: Encoding,
+                   stats: collections.Counter | None = None) -> list[np.ndarray]:
+  """Melody or drum slices of a quantized piece as Magenta's converters cut them.
+
+  Melody: the notes of enc.melody_track with pitches in 21..108 (others are left out, as
+  Magenta's converter filters them), each instrument on its own (`melody_segments`); drums: every
+  drum hit of the 9 classes (`drum_segments`). Slices of num_bars bars start at every bar of each
+  melody or drum track that holds them whole; a melody or track ends at max_silence_bars bars of
+  silence (Magenta's gap_bars), so no slice spans such a silence.
+  """
+  stats = stats if stats is not None else collections.Counter()
+  gap_steps = int(round(enc.max_silence_bars * STEPS_PER_BAR))
+  if enc.kind == 'drums':
+    hits = [(n.quantized_start_step, n.pitch) for n in select_notes(seq_q, 'drums') if n.velocity]
+    segments = drum_segments(hits, gap_steps)
+  else:
+    notes = [n for n in select_notes(seq_q, enc.melody_track) if n.velocity]
+    in_range = [n for n in notes if MIN_PITCH <= n.pitch <= MAX_PITCH]
+    if len(in_range) < len(notes):
+      stats['notes_out_of_range'] += len(notes) - len(in_range)
+    segments = []
+    for instrument in sorted({n.instrument for n in in_range}):
+      segments += melody_segments(
+          ((n.quantized_start_step, n.quantized_end_step, n.pitch) for n in in_range
+           if n.instrument == instrument), gap_steps)
+  if not segments:
+    stats['pieces_without_notes'] += 1
+  kept = []
+  for _, events in segments:
+    stats[f'{enc.kind}_tracks'] += 1
+    if len(events) < enc.num_steps:
+      stats[f'{enc.kind}_tracks_shorter_than_a_slice'] += 1
+    for end in range(enc.num_steps, len(events) + 1, STEPS_PER_BAR):
+      window = events[end - enc.num_steps:end]
+      stats['slices_considered'] += 1
+      stats['slices_kept'] += 1
+      kept.append((window if enc.kind == 'drums' else events_to_tokens(window))[:, None]
+                  .astype(np.int16))
+  return kept
+
+
 def sequence_slices(seq: NoteSequence, enc: Encoding,
                     stats: collections.Counter | None = None) -> list[np.ndarray]:
   """All kept slices (int16 (T, K) class tokens) of one NoteSequence."""
@@ -414,6 +526,9 @@ def sequence_slices(seq: NoteSequence, enc: Encoding,
         stats['pieces_without_notes'] += 1
         continue
       out += trio_combination_slices(piece, enc, stats)
+      continue
+    if enc.kind != 'trio' and enc.extraction == 'magenta':
+      out += magenta_slices(piece, enc, stats)
       continue
     raw = _raw_tracks(piece, enc)
     if raw.shape[0] == 0:
@@ -440,6 +555,11 @@ def chorale_soprano_slices(x_TV: np.ndarray, enc: Encoding,
       start = None
     if start is None and not np.isnan(pitch):
       start = t
+  if enc.extraction == 'magenta':
+    seq = tokens_to_sequence(np.zeros(num_steps, np.int16), enc)
+    for start, end, pitch in notes:
+      seq.notes.add(pitch=pitch, velocity=80, quantized_start_step=start, quantized_end_step=end)
+    return magenta_slices(seq, dataclasses.replace(enc, melody_track='all'), stats)
   raw = melody_events(notes, num_steps)[:, None]
   return slices_from_raw(raw, enc, stats)
 
@@ -512,6 +632,12 @@ def describe_extraction(stats: collections.Counter, enc: Encoding) -> str:
   for track in ('melody', 'bass', 'drums'):
     slice_reasons[f'dropped_empty_{track}'] = f'without {track} notes'
     slice_reasons[f'dropped_silence_{track}'] = f'with more than {bars} of silence in the {track}'
+  track_reasons = {
+      'melody_tracks_shorter_than_a_slice': ('melody', 'melodies', (
+          f'shorter than {enc.num_bars} bars (a melody ends at {bars} of silence)')),
+      'drums_tracks_shorter_than_a_slice': ('drum track', None, (
+          f'shorter than {enc.num_bars} bars (a track ends at {bars} of silence)')),
+  }
   piece_reasons = {
       'sequences_other_quantization': 'quantized at another resolution than 16th notes',
       'pieces_not_quantizable': 'that could not be quantized to 16th notes',
@@ -524,6 +650,8 @@ def describe_extraction(stats: collections.Counter, enc: Encoding) -> str:
   }
   reasons = [f'{_count(stats[key], "slice")} {text}' for key, text in slice_reasons.items()
              if stats.get(key)]
+  reasons += [f'{_count(stats[key], one, many)} {text}'
+              for key, (one, many, text) in track_reasons.items() if stats.get(key)]
   reasons += [f'{_count(stats[key], "piece")} {text}' for key, text in piece_reasons.items()
               if stats.get(key)]
   if not reasons:

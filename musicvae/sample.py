@@ -122,9 +122,8 @@ def sequences_to_tokens(seqs: Sequence[NoteSequence], enc: data.Encoding,
     if not len(slices):
       name = names[i] if names else (seq.filename or f'sequence {i}')
       raise UserError(f'{name}: no {enc.num_bars}-bar {enc.kind} slice: '
-                      f'{data.describe_extraction(stats, seq_enc)} (a slice needs 4/4 time, '
-                      f'pitches {data.MIN_PITCH}..{data.MAX_PITCH} and at most '
-                      f'{enc.max_silence_bars:g} bar(s) of silence)')
+                      f'{data.describe_extraction(stats, seq_enc)}; a slice needs 4/4 time and '
+                      f'notes in {data.MIN_PITCH}..{data.MAX_PITCH}')
     out.append(slices[0])
   return np.stack(out).astype(np.int32)
 

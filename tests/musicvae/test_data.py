@@ -12,6 +12,7 @@ from common.errors import UserError
 from musicvae import data
 
 MEL2 = data.Encoding('melody', num_bars=2)
+MEL2_GRID = data.Encoding('melody', num_bars=2, extraction='grid')
 DRUMS2 = data.Encoding('drums', num_bars=2)
 
 
@@ -78,12 +79,12 @@ def test_drum_mapping_folds_gm_pitches():
   assert tokens.tolist() == [0b11, 0b100, 1 << 7, 1 << 8]
 
 
-def test_slicing_every_bar_with_silence_rule_and_stats():
+def test_grid_slicing_every_bar_with_silence_rule_and_stats():
   # Bars 0-1 notes, bars 2-3 silent, bar 4 notes: 5 bars -> 4 two-bar slices; the slice over
   # bars 2-3 is empty, the others hold at most 1 bar of silence.
   notes = [(0, 4, 60), (16, 20, 62), (64, 80, 64)]
   seq = _melody_seq(notes, num_steps=80)
-  slices, stats = data.extract_slices([seq], MEL2)
+  slices, stats = data.extract_slices([seq], MEL2_GRID)
   assert stats['slices_considered'] == 4
   assert stats['dropped_empty_melody'] == 1
   # Bars 1-2: note 16-20 then 28 silent steps > 16 -> dropped; bars 0-1: 12 + 12 silent: kept;
@@ -94,19 +95,26 @@ def test_slicing_every_bar_with_silence_rule_and_stats():
 
 def test_out_of_range_pitch_dropped():
   seq = _melody_seq([(0, 16, 110), (16, 32, 60)])
-  slices, stats = data.extract_slices([seq], MEL2)
+  slices, stats = data.extract_slices([seq], MEL2_GRID)
   assert len(slices) == 0 and stats['dropped_pitch_out_of_range'] == 1
+  # Magenta's converter leaves the note out instead of the slice.
+  seq = _melody_seq([(0, 8, 60), (8, 16, 110), (16, 32, 62)])
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert stats['notes_out_of_range'] == 1 and len(slices) == 1
+  assert data.melody_notes(slices[0][:, 0]) == [(0, 8, 60), (16, 32, 62)]
 
 
 def test_track_selectors():
   seq = _melody_seq([(0, 32, 60)], instrument=0)
   seq.notes.add(pitch=72, velocity=80, instrument=1, quantized_start_step=0, quantized_end_step=32)
   seq.instrument_infos.add(instrument=1, name='Melody')
-  first = data.Encoding('melody', 2, melody_track='first')
-  by_name = data.Encoding('melody', 2, melody_track='name:MELODY')
+  first = data.Encoding('melody', 2, melody_track='first', extraction='grid')
+  by_name = data.Encoding('melody', 2, melody_track='name:MELODY', extraction='grid')
   assert data.extract_slices([seq], first)[0][0, 0, 0] == 60 - 21 + 2
   assert data.extract_slices([seq], by_name)[0][0, 0, 0] == 72 - 21 + 2
-  assert data.extract_slices([seq], MEL2)[0][0, 0, 0] == 72 - 21 + 2  # highest pitch wins
+  assert data.extract_slices([seq], MEL2_GRID)[0][0, 0, 0] == 72 - 21 + 2  # highest pitch wins
+  # Magenta: each instrument's melody on its own, in instrument order.
+  assert data.extract_slices([seq], MEL2)[0][:, 0, 0].tolist() == [60 - 21 + 2, 72 - 21 + 2]
 
 
 def test_not_4_4_is_counted():
@@ -118,9 +126,46 @@ def test_not_4_4_is_counted():
 
 def test_piece_shorter_than_a_slice_is_counted():
   seq = _melody_seq([(0, 8, 60)])  # half a bar: no 2-bar slice
-  slices, stats = data.extract_slices([seq], MEL2)
+  slices, stats = data.extract_slices([seq], MEL2_GRID)
   assert len(slices) == 0 and stats['pieces_shorter_than_a_slice'] == 1
   assert stats['sequences_without_slices'] == 1
+  slices, stats = data.extract_slices([seq], MEL2)
+  assert len(slices) == 0 and stats['melody_tracks_shorter_than_a_slice'] == 1
+  assert data.describe_extraction(stats, MEL2) == (
+      '1 melody shorter than 2 bars (a melody ends at 1 bar of silence)')
+
+
+def test_magenta_melodies_end_at_a_bar_of_silence():
+  """note_seq's extraction: a melody ends before a note that starts 16 or more steps after the
+  last note-off; it starts at the bar of its first note and is padded to a whole bar; slices lie
+  inside one melody (the grid keeps a slice with exactly one silent bar)."""
+  notes = [(0, 4, 60), (16, 20, 62), (64, 80, 64)]  # 12 then 44 silent steps
+  slices, stats = data.extract_slices([_melody_seq(notes, num_steps=80)], MEL2)
+  assert len(slices) == 1 and stats['melody_tracks'] == 2
+  assert data.melody_notes(slices[0][:, 0]) == [(0, 4, 60), (16, 20, 62)]
+  assert slices[0][20, 0] == data.NOTE_OFF  # the last note-off inside the padded bar stays
+  exactly_a_bar = [(0, 4, 60), (20, 24, 62), (24, 40, 64)]  # 16 silent steps
+  assert len(data.extract_slices([_melody_seq(exactly_a_bar, 48)], MEL2_GRID)[0]) == 2
+  slices, stats = data.extract_slices([_melody_seq(exactly_a_bar, 48)], MEL2)
+  assert stats['melody_tracks'] == 2 and len(slices) == 1  # the second melody: bars 1-2
+  assert data.melody_notes(slices[0][:, 0]) == [(4, 8, 62), (8, 24, 64)]
+  segments = data.melody_segments([(3, 5, 60), (40, 44, 62), (56, 60, 64)], 16)
+  assert [(start, len(events)) for start, events in segments] == [(0, 16), (32, 32)]
+  long_melody = data.melody_segments([(t, t + 4, 60) for t in range(0, 16 * 120, 8)], 16)
+  assert len(long_melody) == 1 and len(long_melody[0][1]) == 100 * 16  # truncated to 100 bars
+
+
+def test_magenta_drum_tracks_end_at_a_bar_without_hits():
+  hits = [(0, 36), (15, 38), (31, 36), (48, 42)]  # 16 empty steps between 31 and 48
+  segments = data.drum_segments(hits, 16)
+  assert [(start, len(tokens)) for start, tokens in segments] == [(0, 32), (48, 16)]
+  assert segments[0][1][[0, 15, 31]].tolist() == [1, 2, 1]
+  seq = data.tokens_to_sequence(np.zeros(64, np.int16), DRUMS2)
+  for start, pitch in hits:
+    seq.notes.add(pitch=pitch, velocity=80, instrument=9, is_drum=True,
+                  quantized_start_step=start, quantized_end_step=start + 1)
+  slices, stats = data.extract_slices([seq], DRUMS2)
+  assert len(slices) == 1 and stats['drums_tracks'] == 2
 
 
 @pytest.mark.parametrize('numerator', [1, 2])

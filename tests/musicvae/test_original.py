@@ -220,13 +220,15 @@ def test_encodings_equal_magenta_converters(name, index):
 
 def test_older_runs_keep_computing_what_they_were_trained_as():
   """A config.json recorded before these settings existed (pretrained/mel_2bar_small) reads
-  back with the values it was trained with: no forget bias, sigma + 1e-5, one-hot drum input."""
+  back with the values it was trained with: no forget bias, sigma + 1e-5, one-hot drum input,
+  slices on a one-bar grid without deduplication."""
   from common import training  # pylint: disable=g-import-not-at-top
   workdir = os.path.join(os.path.dirname(__file__), '..', '..', 'pretrained', 'mel_2bar_small')
   config = training.read_config(workdir)
   assert config.model.forget_bias == 0.0
   assert config.model.sigma_epsilon == 1e-5
   assert config.encoding.roll_input is False
+  assert config.encoding.extraction == 'grid' and config.encoding.dedupe is False
   model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
   lstms = [m for _, m in nnx.iter_graph(model) if isinstance(m, model_lib.StackedLSTM)]
   assert lstms and all(m.forget_bias == 0.0 for m in lstms)

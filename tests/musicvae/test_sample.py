@@ -86,8 +86,8 @@ def test_encode_rejects_sequence_without_slice():
   seq = data.tokens_to_sequence(np.zeros(32, np.int16), ENC)  # silence
   with pytest.raises(UserError, match='no 2-bar melody slice') as e:
     sample.sequences_to_tokens([seq], ENC, ['silence.mid'])
-  assert str(e.value).startswith('silence.mid: no 2-bar melody slice: 1 piece without notes (a '
-                                 'slice needs')
+  assert str(e.value) == ('silence.mid: no 2-bar melody slice: 1 piece without notes; a slice '
+                          'needs 4/4 time and notes in 21..108')
   sparse = data.tokens_to_sequence(np.zeros(32 * 3, np.int16), ENC)
   for start in (0, 40, 88):
     sparse.notes.add(pitch=60, velocity=80, quantized_start_step=start,
@@ -95,8 +95,14 @@ def test_encode_rejects_sequence_without_slice():
   with pytest.raises(UserError) as e:
     sample.sequences_to_tokens([sparse], ENC, ['sparse.mid'])
   assert str(e.value).startswith(
+      'sparse.mid: no 2-bar melody slice: 3 melodies shorter than 2 bars (a melody ends at 1 bar '
+      'of silence); a slice needs')
+  grid = data.Encoding('melody', num_bars=2, extraction='grid')
+  with pytest.raises(UserError) as e:
+    sample.sequences_to_tokens([sparse], grid, ['sparse.mid'])
+  assert str(e.value).startswith(
       'sparse.mid: no 2-bar melody slice: 1 slice without melody notes, 4 slices with more than 1 '
-      'bar of silence in the melody (a slice needs 4/4 time')
+      'bar of silence in the melody; a slice needs')
   assert '{' not in str(e.value) and "'" not in str(e.value)
 
 
