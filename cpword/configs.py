@@ -68,8 +68,8 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.data.chords = 'auto'  # 'auto' | 'annotations' | 'recognize' | 'none'
   # Words (CP) or events (REMI) the model learns on: per random window, or (whole_songs) the
   # longest song. Generation reads it: it never attends to more.
-  c.data.seq_len = 512
-  c.data.whole_songs = False
+  c.data.seq_len = 3580  # the original's MAX_LEN 3,584 less its room: songs of <= 3,581 words
+  c.data.whole_songs = True
   # Whole songs: 'longest_first' (the original's fixed order, no shuffling) | 'shuffled'.
   c.data.song_order = 'longest_first'
   c.data.max_eval_windows = 256
@@ -85,7 +85,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.dropout = 0.1
   c.model.relative = False
   c.model.abs_pos = True
-  c.model.max_len = 2048  # longest window or generated song; the relative table's size
+  c.model.max_len = 3584  # >= data.seq_len: the longest sequence, the relative table's size
   c.model.embed_dims = ml_collections.ConfigDict(dict(
       type=32, bar_beat=64, tempo=128, chord=256, pitch=512, duration=128, velocity=128,
       emotion=32))
@@ -98,7 +98,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
       pitch=(1.0, 0.9), duration=(2.0, 0.9), velocity=(5.0, None), remi=(1.2, 0.9)).items():
     c.sampling[family] = ml_collections.ConfigDict(dict(
         temperature=temperature, top_p=ml_collections.FieldReference(top_p, field_type=float)))
-  c.sampling.max_words = 1024
+  c.sampling.max_words = 3584  # the original samples until EOS: its songs are 1,039..2,122 words
   c.sampling.num_songs = 2
   # Past data.seq_len words the context window slides by this many words at a time (None:
   # seq_len // 8): every word is predicted from between seq_len - stride + 1 and seq_len words.
@@ -114,6 +114,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
 
   if name == 'small':
     c.data.seq_len = 256
+    c.data.whole_songs = False
     c.model.update(d_model=128, num_heads=4, num_layers=3, ffn_dim=512, max_len=1024)
     c.model.embed_dims.update(pitch=128, chord=64, tempo=32, duration=32, velocity=32, bar_beat=32,
                               type=16, emotion=16)
@@ -127,6 +128,7 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   elif name == 'tiny':
     c.dataset = 'synthetic'
     c.data.seq_len = 32
+    c.data.whole_songs = False
     c.data.max_eval_windows = 8
     c.model.update(d_model=32, num_heads=2, num_layers=2, ffn_dim=64, dropout=0.0, max_len=128)
     c.model.embed_dims.update(pitch=16, chord=16, tempo=8, duration=8, velocity=8, bar_beat=8,

@@ -3,18 +3,26 @@ negative log-likelihood per note, which CP and REMI models share.
 
   python -m experiments.evaluate --workdir=runs/cpword_small --split=valid
   python -m experiments.evaluate --workdir=runs/remi_small --split=valid --max_pieces=50
+  python -m cpword.evaluate --workdir=pretrained/cpword_small --split=valid \
+      --context_lengths=256,512,1024,2048
 
 Every song of the split is cut into consecutive windows of data.seq_len tokens (the training
 length), so every token after a song's first is predicted once, from the tokens before it in its
-window. NLL per note = (summed cross-entropy of every predicted field of every word, or of every
-event) / (notes among the targets: Note words for CP, Pitch events for REMI). Both representations
-encode the same notes, so evaluated on the same songs the two figures compare directly (a REMI
-window of seq_len events holds less music than a CP window of seq_len words, which counts against
-REMI: less context per prediction).
+window (and after the song's emotion token, which leads every window as in training). NLL per
+note = (summed cross-entropy of every predicted field of every word, or of every event) / (notes
+among the targets: Note words for CP, Pitch events for REMI). Both representations encode the
+same notes, so evaluated on the same songs the two figures compare directly (a REMI window of
+seq_len events holds less music than a CP window of seq_len words, which counts against REMI:
+less context per prediction).
+
+`context_nll` scores the same target words (the 256 before word max(C) + 1 of every song that
+long) given the C words before them, for several C: as generation conditions (the context slides
+past the training length, sample.window_bases) and, for comparison, with all C words in one pass.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -23,12 +31,15 @@ from typing import Any
 from absl import logging
 from flax import nnx
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from common import pipeline
 from common import training
 from common.errors import UserError
+from cpword import sample
 from cpword import tokens
 from cpword import train
 
@@ -76,8 +87,8 @@ def emotion_report(model: nnx.Module, config: ml_collections.ConfigDict,
                    seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
   """Per EMOPIA quadrant: the statistics of the split's songs and of `num_songs` songs generated
   with that quadrant's emotion token, so one can see whether the condition is followed."""
-  from cpword import sample  # pylint: disable=g-import-not-at-top
   vocab = tokens.vocab_from_config(config)
+  window, stride = sample.context_window(config)
   as_words = [s if s.ndim == 2 else tokens.remi_to_cp(s, vocab) for s in songs]
   report = {}
   for i, quadrant in enumerate(tokens.EMOTIONS):
@@ -86,7 +97,8 @@ def emotion_report(model: nnx.Module, config: ml_collections.ConfigDict,
     generated = sample.generate(model, start, rng=jax.random.fold_in(jax.random.key(seed), i),
                                 num_songs=num_songs, max_len=num_words,
                                 settings=sample.settings_from_config(config),
-                                min_len=num_words // 2, vocab=vocab)
+                                min_len=num_words // 2, vocab=vocab, window=window,
+                                stride=stride)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', tokens.TokenWarning)  # a note cut off at the length limit
       gen_words = [g if g.ndim == 2 else tokens.remi_to_cp(g, vocab) for g in generated]
@@ -94,11 +106,117 @@ def emotion_report(model: nnx.Module, config: ml_collections.ConfigDict,
   return report
 
 
+@functools.lru_cache(maxsize=4)
+def _jitted_logits(graphdef: nnx.GraphDef):
+  def logits(state, inputs_BTF, target_type_BT):
+    return nnx.merge(graphdef, state)(inputs_BTF, target_type_BT)
+  return jax.jit(logits)
+
+
+def _target_nll(model: nnx.Module, chunks_BTF: np.ndarray, first: int,
+                note_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """(summed NLL of the used fields, notes) per target position of one forward pass over
+  chunks_BTF[:, :-1], for the targets chunks_BTF[:, first + 1:]."""
+  graphdef, state = nnx.split(model)
+  inputs_BTF, targets_BTF = chunks_BTF[:, :-1], chunks_BTF[:, 1:]
+  logits = _jitted_logits(graphdef)(state, jnp.asarray(inputs_BTF),
+                                    jnp.asarray(targets_BTF[..., 0]))
+  nll_BT = 0.0
+  for i, family in enumerate(model.families):
+    target_BT = targets_BTF[..., i]
+    ce_BT = np.asarray(optax.softmax_cross_entropy_with_integer_labels(
+        logits[family.name].astype(jnp.float32), jnp.asarray(target_BT)))
+    nll_BT = nll_BT + ce_BT * (target_BT != tokens.IGNORE)
+  first_BT = targets_BTF[..., 0]
+  notes_BT = (first_BT >= note_range[0]) & (first_BT < note_range[1])
+  return nll_BT[:, first:], notes_BT[:, first:]
+
+
+def context_nll(model: nnx.Module, config: ml_collections.ConfigDict,
+                songs: tuple[np.ndarray, ...], context_lengths: list[int], *,
+                target_words: int = 256, batch_size: int = 16) -> dict[str, Any]:
+  """NLL per note of the same targets given C tokens of context, for every C in context_lengths.
+
+  The targets are the `target_words` tokens before token E = max(context_lengths) + 1 of every song
+  at least E tokens long (after its emotion token, which stays first); for a context C, tokens
+  E - C - 1 .. E - 1 are read one by one, each predicting the next. 'windowed': as generation
+  reads them (sample.generate's sliding window of config.data.seq_len tokens and
+  sampling.window_stride); 'full': every token attends to all before it in one pass (None where
+  C exceeds the model's max_len). Returns {'songs', 'target_words', 'notes', 'rows': [{'context',
+  'windowed', 'full'} in nats per note]}.
+  """
+  if not context_lengths or min(context_lengths) < target_words:
+    raise UserError(f'context lengths must be >= the {target_words} target words: '
+                    f'{context_lengths}')
+  vocab = tokens.vocab_from_config(config)
+  notes = train.note_onset_range(config)
+  window, stride = sample.context_window(config)
+  end = max(context_lengths) + 1
+  picked = []
+  for song in songs:
+    song_TF = song[:, None] if song.ndim == 1 else song
+    pinned = song_TF[:1] if tokens.starts_with_emotion(song, vocab) else song_TF[:0]
+    if len(song_TF) - len(pinned) >= end:
+      picked.append((pinned, song_TF[len(pinned):len(pinned) + end]))
+  if not picked:
+    raise UserError(f'no song has the {end:,} tokens that a context of {end - 1:,} needs')
+  pinned_len = len(picked[0][0])
+  if any(len(p) != pinned_len for p, _ in picked):
+    picked = [(p, b) for p, b in picked if len(p) == pinned_len]
+  sample.check_window(window, stride, pinned_len, model.max_len)
+  model.eval()
+  rows, total_notes = [], None
+  for context in sorted(context_lengths):
+    first_target = context - target_words  # reading token n predicts n + 1
+    bases = sample.window_bases(pinned_len + context, window, stride,
+                                pinned_len)[pinned_len:] - pinned_len
+    # Reading tokens with one base form a segment: one forward pass over pinned + [base, last].
+    sums = {'windowed': 0.0, 'full': 0.0}
+    note_count = 0
+    for start in range(0, len(picked), batch_size):
+      group = picked[start:start + batch_size]
+      pinned_BPF = np.stack([p for p, _ in group])
+      chunks_BTF = np.stack([b[end - context - 1:] for _, b in group])  # context + 1 tokens
+      for base in np.unique(bases[first_target:]):
+        reads = np.nonzero(bases == base)[0]
+        reads = reads[reads >= first_target]
+        piece = np.concatenate([pinned_BPF, chunks_BTF[:, base:reads[-1] + 2]], axis=1)
+        # Padding after the targets changes nothing before it (causal) and keeps one shape.
+        piece = np.pad(piece, [(0, 0), (0, window + 1 - piece.shape[1]), (0, 0)])
+        nll, is_note = _target_nll(model, piece, pinned_len + reads[0] - base, notes)
+        sums['windowed'] += float(nll.sum())
+        note_count += int(is_note.sum())
+      if context + pinned_len <= model.max_len:
+        piece = np.concatenate([pinned_BPF, chunks_BTF], axis=1)
+        nll, _ = _target_nll(model, piece, pinned_len + first_target, notes)
+        sums['full'] += float(nll.sum())
+      else:
+        sums['full'] = None
+    total_notes = note_count
+    rows.append({'context': context, 'windowed': sums['windowed'] / max(note_count, 1),
+                 'full': None if sums['full'] is None else sums['full'] / max(note_count, 1)})
+  return {'songs': len(picked), 'target_words': target_words, 'notes': total_notes,
+          'window': window, 'stride': stride, 'rows': rows}
+
+
+def format_context_table(result: dict[str, Any], unit: str = 'words') -> str:
+  lines = [f'NLL per note of the same {result["target_words"]} target {unit} of '
+           f'{result["songs"]} songs ({result["notes"]:,} notes), by context length '
+           f'(windowed: a context of at most {result["window"]}, sliding by {result["stride"]}, '
+           'as generation reads it; full: all of it at once)',
+           f'  {"context":>8} {"windowed":>9} {"full":>9}']
+  for row in result['rows']:
+    full = 'n/a' if row['full'] is None else f'{row["full"]:.3f}'
+    lines.append(f'  {row["context"]:>8,} {row["windowed"]:>9.3f} {full:>9}')
+  return '\n'.join(lines)
+
+
 def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
                         options: dict[str, Any]) -> dict:
   """Prints and returns per-family CE / accuracy and nats per note on a split.
 
-  options: split (default 'valid'), data_dir, max_pieces (the first N songs of the split), seed.
+  options: split (default 'valid'), data_dir, max_pieces (the first N songs of the split), seed;
+  context_lengths: only the context table (context_nll) for these lengths.
   """
   split = options.get('split') or 'valid'
   if split not in ('train', 'valid', 'test'):
@@ -114,7 +232,15 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
     config.max_pieces = int(cap) if limit is None else min(int(limit), int(cap))
   seq_len = config.data.seq_len
   songs = train.tokenized_dataset(config, split)
-  windows = train.eval_windows(songs, seq_len, sys.maxsize)
+  unit = 'events' if config.representation == 'remi' else 'words'
+  if options.get('context_lengths'):
+    lengths = [int(c) for c in options['context_lengths']]
+    result = context_nll(model, config, songs, lengths)
+    print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.dataset} '
+          f'{split}')
+    print(format_context_table(result, unit))
+    return {'split': split, 'representation': config.representation, **result}
+  windows = train.eval_windows(songs, seq_len, sys.maxsize, tokens.vocab_from_config(config))
   logging.info('cpword evaluate: %d songs, %d windows of %s/%s', len(songs), len(windows),
                config.dataset, split)
   results = {'split': split, 'representation': config.representation, 'songs': len(songs),
@@ -125,7 +251,6 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
         model, config, songs, num_songs=int(options.get('num_samples') or 4),
         num_words=min(512, model.max_len), seed=seed)
 
-  unit = 'events' if config.representation == 'remi' else 'words'
   print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.dataset} '
         f'{split}: {len(songs)} songs, {len(windows)} windows of {seq_len} {unit}')
   print(f'  {"family":<10} {"CE (nats)":>10} {"accuracy":>9}')
@@ -145,3 +270,43 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
             f'({d["songs"]} songs) | {g["notes_per_bar"]:6.2f} {g["mean_velocity_bin"]:6.2f} '
             f'({g["songs"]} songs)')
   return results
+
+
+def main(argv: list[str]) -> None:
+  """`python -m cpword.evaluate`: experiments/evaluate.py's cpword options, plus
+  --context_lengths (the context table)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  workdir = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
+  step = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  split = flags.DEFINE_enum('split', 'valid', ['train', 'valid', 'test'], 'Data split.')
+  data_dir = flags.DEFINE_string('data_dir', None, "Override the config's data_dir.")
+  max_pieces = flags.DEFINE_integer('max_pieces', None, 'Only the first N songs of the split.')
+  contexts = flags.DEFINE_list('context_lengths', None,
+                               'Context lengths of the NLL table, e.g. 256,512,1024,2048.')
+  output = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
+  flags.mark_flags_as_required(['workdir'])
+
+  def run(_):
+    import json  # pylint: disable=g-import-not-at-top
+    from common import configs  # pylint: disable=g-import-not-at-top
+    from common import files  # pylint: disable=g-import-not-at-top
+    from common import runtime  # pylint: disable=g-import-not-at-top
+    runtime.configure_process()
+    try:
+      config = configs.read_config(workdir.value)
+      model = training.load_model(train.get_task(config), config, workdir.value, step.value)
+      results = evaluate_from_flags(model, config, dict(
+          split=split.value, data_dir=data_dir.value, max_pieces=max_pieces.value,
+          context_lengths=contexts.value))
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
+    if output.value:
+      files.atomic_write(output.value, lambda f: json.dump(results, f, indent=2), mode='w')
+
+  app.run(run, argv)
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -5,12 +5,19 @@ the sampled type and each field is sampled with its own temperature and top-p; f
 not use are set to IGNORE (and a Bar word carries no tempo or chord). REMI: one event per step.
 Songs are generated in a batch inside one jitted `lax.while_loop`, until every song has its EOS or
 the length limit, optionally continuing a prompt (a MIDI file) and/or after an emotion token.
+
+The context never holds more than the `window` words the model was trained on (config.data.seq_len):
+when the KV cache is full, the last window - stride words (after the pinned emotion word, which
+stays first, as in training) are run again from position 0 into a fresh cache, and generation goes
+on. So every word is predicted from between window - stride + 1 and window words, exactly as a full
+forward pass over those words would predict it (`window_bases` says which; tests check it).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -142,23 +149,60 @@ def _remi_allowed(event_B: jax.Array, bar_pos_B: jax.Array, grammar_VV: jax.Arra
   return grammar_VV[event_B] & ~backward_BV & ~early_note_BV
 
 
+def window_bases(num_words: int, window: int, stride: int, pinned: int = 0) -> np.ndarray:
+  """base[n]: the context after reading word n is words[:pinned] + words[base[n]:n + 1].
+
+  Up to the window the context is every word; from word `window` on it slides by `stride` words
+  each time the cache is full, so it holds between window - stride + 1 and window words.
+  """
+  n = np.arange(num_words)
+  slides = np.where(n < window, 0, (n - window) // stride + 1)
+  return pinned + stride * slides
+
+
+def check_window(window: int, stride: int, pinned: int, model_max_len: int) -> None:
+  """UserError unless the window and stride can slide (and the model can read the window)."""
+  if window > model_max_len:
+    raise UserError(f'the context window of {window} words exceeds the model\'s max_len '
+                    f'{model_max_len}')
+  if not 1 <= stride < window - pinned:
+    raise UserError(f'sampling.window_stride={stride}: use 1 .. {window - pinned - 1} for a '
+                    f'window of {window} words')
+
+
+def default_stride(window: int) -> int:
+  return max(1, window // 8)
+
+
 def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF: jax.Array,
               prompt_len: jax.Array, min_len: jax.Array, grammar_VV: jax.Array,
-              remi_layout: jax.Array, *, settings) -> jax.Array:
+              remi_layout: jax.Array, *, settings, window: int, stride: int,
+              pinned: int) -> jax.Array:
   """Fills out_BLF[:, prompt_len:]; the prompt is in out_BLF[:, :prompt_len].
 
   One loop for prompt and generation: while pos + 1 < prompt_len the next token is the prompt's
   (teacher forcing fills the cache), after that it is sampled. So prompt_len and min_len are traced
   and one compiled program serves every prompt. grammar_VV: REMI's allowed[previous, next]
   (tokens.remi_grammar) and remi_layout its (bar_beat first id, count, pitch first id, count);
-  both unused for CP, whose sampler enforces the same rules on words.
+  both unused for CP, whose sampler enforces the same rules on words. The cache holds
+  min(window, length) positions: words[:pinned] then words[base:] (see window_bases).
   """
   model = nnx.merge(graphdef, state)
   batch, length, _ = out_BLF.shape
+  cache_len = min(window, length)
+  kept = window - stride - pinned  # unpinned words kept when the window slides
   eos = tokens.TYPE_EOS  # also REMI's EOS id
 
+  def slide(out_BLF, pos):
+    """A fresh cache holding words[:pinned] + the `kept` words before pos, and its base."""
+    base = pos - kept
+    context_BKF = jnp.concatenate(
+        [out_BLF[:, :pinned], jax.lax.dynamic_slice_in_dim(out_BLF, base, kept, axis=1)], axis=1)
+    _, cache = model.hidden(context_BKF, model.init_cache(batch, cache_len), 0)
+    return cache, base
+
   def step(carry):
-    pos, cache, out_BLF, done_B, bar_pos_B, rng = carry
+    pos, base, cache, out_BLF, done_B, bar_pos_B, rng = carry
     rng, key = jax.random.split(rng)
     word_BF = jax.lax.dynamic_index_in_dim(out_BLF, pos, axis=1, keepdims=False)
     if model.multi_field:
@@ -168,7 +212,10 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF:
       bar_pos_B = jnp.where(is_metrical_B & (bar_beat_B == tokens.BAR), -1,
                             jnp.where(is_metrical_B & (bar_beat_B > tokens.BAR), bar_beat_B - 2,
                                       bar_pos_B))
-    h_B1D, cache = model.hidden(word_BF[:, None], cache, pos)
+    if length > window:  # static: only then can the cache fill up
+      cache, base = jax.lax.cond(pinned + pos - base == cache_len,
+                                 lambda: slide(out_BLF, pos), lambda: (cache, base))
+    h_B1D, cache = model.hidden(word_BF[:, None], cache, pinned + pos - base)
     h_BD = h_B1D[:, 0]
     allow_eos = pos + 2 >= min_len
     if model.multi_field:
@@ -186,22 +233,34 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, rng: jax.Array, out_BLF:
     new_BF = jnp.where(in_prompt, next_BF, new_BF)
     new_BF = jnp.where(done_B[:, None], 0, new_BF)  # finished songs are padded
     out_BLF = jax.lax.dynamic_update_slice_in_dim(out_BLF, new_BF[:, None], pos + 1, axis=1)
-    return pos + 1, cache, out_BLF, done_B | (new_BF[:, 0] == eos), bar_pos_B, rng
+    return pos + 1, base, cache, out_BLF, done_B | (new_BF[:, 0] == eos), bar_pos_B, rng
 
   def keep_going(carry):
-    pos, _, _, done_B, _, _ = carry
+    pos, _, _, _, done_B, _, _ = carry
     return (pos < length - 1) & ~jnp.all(done_B)
 
-  init = (jnp.asarray(0, jnp.int32), model.init_cache(batch, length), out_BLF,
-          jnp.zeros((batch,), bool), jnp.full((batch,), -1, jnp.int32), rng)
-  return jax.lax.while_loop(keep_going, step, init)[2]
+  init = (jnp.asarray(0, jnp.int32), jnp.asarray(pinned, jnp.int32),
+          model.init_cache(batch, cache_len), out_BLF, jnp.zeros((batch,), bool),
+          jnp.full((batch,), -1, jnp.int32), rng)
+  return jax.lax.while_loop(keep_going, step, init)[3]
 
 
 def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = None,
-                 prompt: midi.NoteSequence | None = None) -> np.ndarray:
-  """Where generation starts (words (N, F) or events (N,)): [Emotion] Bar, or [Emotion] + prompt."""
+                 prompt: midi.NoteSequence | None = None, name: str = 'the prompt') -> np.ndarray:
+  """Where generation starts (words (N, F) or events (N,)): [Emotion] Bar, or [Emotion] + prompt.
+
+  Prompt notes outside the vocabulary's pitch range are dropped with a warning that says how many
+  (a UserError naming `name` when that is all of them).
+  """
   vocab = tokens.vocab_from_config(config)
   if prompt is not None:
+    pitched, outside = tokens.count_out_of_range(prompt, vocab)
+    if outside:
+      if outside == pitched:
+        raise UserError(f'{name}: all {pitched} notes lie outside the model\'s pitch range '
+                        f'{vocab.pitch_min}..{vocab.pitch_max}')
+      logging.warning('%s: dropped %d of %d notes outside the model\'s pitch range %d..%d',
+                      name, outside, pitched, vocab.pitch_min, vocab.pitch_max)
     words = tokens.encode_cp(prompt, vocab, emotion=emotion, eos=False,
                              chords=config.data.get('chords', 'auto'))
   else:
@@ -216,20 +275,31 @@ def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = Non
 
 def generate(model: model_lib.Transformer, start: np.ndarray, *, rng: jax.Array, num_songs: int,
              max_len: int, settings: Mapping[str, Mapping[str, Any]],
-             min_len: int = 0, vocab: tokens.Vocab | None = None) -> np.ndarray:
+             min_len: int = 0, vocab: tokens.Vocab | None = None, window: int | None = None,
+             stride: int | None = None) -> np.ndarray:
   """num_songs continuations of `start` (N, F) or (N,), each max_len tokens in all (0-padded).
 
   No EOS is sampled before `min_len` tokens (counting the start and the EOS itself). vocab: the
-  model's token vocabulary (default tokens.Vocab()); REMI sampling follows its grammar. Several
-  songs at once run the dense layers in bfloat16 where that is fast (common.precision).
+  model's token vocabulary (default tokens.Vocab()); REMI sampling follows its grammar.
+  window: the longest context, the length the model was trained on (config.data.seq_len); past
+  it the context slides by `stride` words (default window // 8), keeping a leading emotion token
+  (module docstring). None: every word attends to all before it (max_len <= model.max_len).
+  Several songs at once run the dense layers in bfloat16 where that is fast (common.precision).
   """
   start = np.asarray(start, np.int32)
   start_NF = start[:, None] if start.ndim == 1 else start
   if not 1 <= len(start_NF) < max_len:
     raise UserError(f'the prompt has {len(start_NF)} tokens; the length limit {max_len} must be '
                     'larger (raise max_words, or use a shorter prompt)')
-  if max_len > model.max_len:
-    raise UserError(f'max_words={max_len} exceeds the model\'s max_len {model.max_len}')
+  vocab = vocab or tokens.Vocab()
+  pinned = int(tokens.starts_with_emotion(start, vocab))
+  if window is None:
+    if max_len > model.max_len:
+      raise UserError(f'max_words={max_len} exceeds the model\'s max_len {model.max_len}')
+    window, stride = max_len, 1
+  else:
+    stride = default_stride(window) if stride is None else stride
+    check_window(window, stride, pinned, model.max_len)
   out_BLF = np.zeros((num_songs, max_len, start_NF.shape[1]), np.int32)
   out_BLF[:, :len(start_NF)] = start_NF
   model.eval()
@@ -237,8 +307,7 @@ def generate(model: model_lib.Transformer, start: np.ndarray, *, rng: jax.Array,
     model = _bfloat16_copy(model)
   graphdef, state = nnx.split(model)
   frozen = tuple(sorted((k, tuple(sorted(v.items()))) for k, v in settings.items()))
-  fn = _jitted(graphdef, frozen)
-  vocab = vocab or tokens.Vocab()
+  fn = _jitted(graphdef, frozen, window, stride, pinned)
   ranges = vocab.remi_ranges
   remi_layout = np.array([ranges['bar_beat'][0], ranges['bar_beat'][2], ranges['pitch'][0],
                           ranges['pitch'][2]], np.int32)
@@ -264,13 +333,14 @@ def _bfloat16_copy(model: model_lib.Transformer) -> model_lib.Transformer:
   return model_lib.with_bfloat16_products(model)
 
 
-def _jitted(graphdef, frozen_settings):
-  key = (graphdef, frozen_settings)
+def _jitted(graphdef, frozen_settings, window: int, stride: int, pinned: int):
+  key = (graphdef, frozen_settings, window, stride, pinned)
   if key not in _JIT_CACHE:
     settings = {k: dict(v) for k, v in frozen_settings}
     _JIT_CACHE[key] = jax.jit(
         lambda state, rng, out, prompt_len, min_len, grammar, layout: _generate(
-            graphdef, state, rng, out, prompt_len, min_len, grammar, layout, settings=settings))
+            graphdef, state, rng, out, prompt_len, min_len, grammar, layout, settings=settings,
+            window=window, stride=stride, pinned=pinned))
   return _JIT_CACHE[key]
 
 
@@ -291,14 +361,20 @@ def check_prompt(start: np.ndarray, config: ml_collections.ConfigDict, max_words
   if len(start) < max_words:
     return
   unit = 'events' if config.representation == 'remi' else 'words'
-  limit = int(config.model.max_len)
-  hint = ('raise the length (--length) or use a shorter prompt' if len(start) < limit else
-          f'this model takes at most {limit} {unit}, so use a shorter prompt')
+  hint = 'raise the length (--length) or use a shorter prompt'
   raise UserError(f'{name}: the prompt is {len(start):,} {unit} long; the length limit '
                   f'{max_words} must be larger ({hint})')
 
 
 TASKS = ('generate', 'continue')
+
+
+def context_window(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(window, stride) of generation: the words a model of `config` was trained on
+  (data.seq_len) and sampling.window_stride (None: window // 8)."""
+  window = int(config.data.seq_len)
+  stride = config.sampling.get('window_stride')
+  return window, default_stride(window) if stride is None else int(stride)
 
 
 def generate_pieces(model: model_lib.Transformer, config: ml_collections.ConfigDict,
@@ -316,14 +392,20 @@ def generate_pieces(model: model_lib.Transformer, config: ml_collections.ConfigD
     settings = {family: {'temperature': values['temperature'] * request.temperature}
                 for family, values in settings_from_config(config).items()}
   max_words = request.length or config.sampling.max_words
-  start = start_tokens(config, emotion=request.emotion, prompt=prompt)
+  name = request.input_names[0] if request.input_names else 'the prompt'
+  start = start_tokens(config, emotion=request.emotion, prompt=prompt, name=name)
   if prompt is not None:
-    name = request.input_names[0] if request.input_names else 'the prompt'
     check_prompt(start, config, max_words, name)
+  window, stride = context_window(config)
+  if max_words > window:
+    unit = 'events' if config.representation == 'remi' else 'words'
+    logging.info('cpword: %d %s with a context of at most %d (the length it was trained on), '
+                 'sliding by %d', max_words, unit, window, stride)
   songs = generate(model, start, rng=jax.random.key(request.seed),
                    num_songs=request.num_samples, max_len=max_words,
                    settings=settings_from_config(config, settings),
-                   min_len=request.min_length, vocab=tokens.vocab_from_config(config))
+                   min_len=request.min_length, vocab=tokens.vocab_from_config(config),
+                   window=window, stride=stride)
   pieces = []
   for i, song in enumerate(songs):
     seq = decode(config, song)

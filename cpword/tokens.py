@@ -505,6 +505,16 @@ def decode_cp(words: np.ndarray, vocab: Vocab = Vocab()) -> NoteSequence:
   return seq
 
 
+def starts_with_emotion(song: np.ndarray, vocab: Vocab = Vocab()) -> bool:
+  """Whether a song's first CP word (or REMI event) is an EMOPIA emotion token."""
+  if len(song) == 0:
+    return False
+  if song.ndim == 2:
+    return bool(song[0, F['type']] == TYPE_EMOTION)
+  start, _, count = vocab.remi_ranges['emotion']
+  return bool(start <= song[0] < start + count)
+
+
 def emotion_of(words: np.ndarray) -> str | None:
   words = np.asarray(words)
   if len(words) and words[0, F['type']] == TYPE_EMOTION:

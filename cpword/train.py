@@ -130,14 +130,7 @@ def tokenized_dataset(config: ml_collections.ConfigDict, split: str) -> tuple[np
                     d.get('chords', 'auto'), d.get('num_workers'))
 
 
-def starts_with_emotion(song: np.ndarray, vocab: tokens.Vocab) -> bool:
-  """Whether a song's first CP word (or REMI event) is an EMOPIA emotion token."""
-  if len(song) == 0:
-    return False
-  if song.ndim == 2:
-    return bool(song[0, tokens.F['type']] == tokens.TYPE_EMOTION)
-  start, _, count = vocab.remi_ranges['emotion']
-  return bool(start <= song[0] < start + count)
+starts_with_emotion = tokens.starts_with_emotion
 
 
 def _window_transform(seq_len: int, vocab: tokens.Vocab):

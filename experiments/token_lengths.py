@@ -1,6 +1,7 @@
 r"""Song lengths of a data split in CP words and in REMI events (cpword tokenisation).
 
   python -m experiments.token_lengths --data=pop1k7 --split=train
+  python -m experiments.token_lengths --data=pop1k7 --split=all      # all 1,747 Pop1K7 songs
   python -m experiments.token_lengths --data=pop1k7 --split=valid --output=lengths_valid.json
   python -m experiments.token_lengths --variant=small_emotion --split=train   # EMOPIA + emotion
 """
@@ -18,7 +19,8 @@ from experiments import cli
 _DATA = flags.DEFINE_string('data', None,
                             "Data set (default: the variant's, pop1k7 for 'small'); 'synthetic' "
                             'is the made-up test set.')
-_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'valid', 'test'], 'Data split.')
+_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'valid', 'test', 'all'],
+                           "Data split ('all': the three together).")
 _VARIANT = flags.DEFINE_string('variant', 'small', 'cpword config variant (tokens, chords, data).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Override the data folder.')
 _LIMIT = flags.DEFINE_integer('limit', None, 'Only the first N pieces of the split.')

@@ -121,3 +121,59 @@ def test_emotion_report_generates_per_quadrant(tiny_model, representation):
   assert report['Q2']['data']['songs'] == 1 and report['Q1']['data']['songs'] == 0
   assert all(r['generated']['songs'] == 2 for r in report.values())
   assert report['Q2']['data']['notes_per_bar'] > 0
+
+
+def _random_songs(model, num_songs, length, seed=0):
+  rng = np.random.default_rng(seed)
+  songs = []
+  for _ in range(num_songs):
+    song = np.stack([rng.integers(2, 4, length)] +
+                    [rng.integers(0, f.vocab_size, length) for f in model.families[1:]], -1)
+    songs.append(song.astype(np.int32))
+  return tuple(songs)
+
+
+@pytest.mark.parametrize('emotion', [False, True])
+def test_context_nll_scores_the_same_targets_as_generation_reads_them(tiny_model, emotion):
+  """The windowed NLL equals one full pass over each target's own context (the slow path)."""
+  from cpword import sample  # pylint: disable=g-import-not-at-top
+  config, model = tiny_model('cp')
+  config = config.copy_and_resolve_references()
+  config.sampling.window_stride = 5
+  window, stride = config.data.seq_len, 5
+  songs = _random_songs(model, 2, 120)
+  if emotion:
+    songs = tuple(np.concatenate([[tokens.make_word(type=tokens.TYPE_EMOTION, emotion=2)], s])
+                  for s in songs)
+  songs += _random_songs(model, 1, 60, seed=1)  # too short: left out
+  contexts, targets = [16, 32, 100], 16
+  result = evaluate.context_nll(model, config, songs, contexts, target_words=targets,
+                                batch_size=2)
+  assert result['songs'] == 2
+  lo, hi = train.note_onset_range(config)
+  pinned = int(emotion)
+  end = max(contexts) + 1
+  for row in result['rows']:
+    nll, notes = 0.0, 0
+    for song in songs[:2]:
+      chunk = song[pinned:pinned + end][end - row['context'] - 1:]
+      bases = sample.window_bases(pinned + row['context'], window, stride, pinned)
+      for n in range(row['context'] - targets, row['context']):
+        base = bases[pinned + n] - pinned
+        context = np.concatenate([song[:pinned], chunk[base:n + 1]])
+        assert len(context) <= window
+        target = chunk[n + 1]
+        logits = model(jnp.asarray(context[None]),
+                       jnp.asarray(np.concatenate([context[1:, 0], target[:1]])[None]))
+        for i, family in enumerate(model.families):
+          if target[i] != tokens.IGNORE:
+            nll -= _log_softmax(logits[family.name][0, -1])[target[i]]
+        notes += int(lo <= target[0] < hi)
+    np.testing.assert_allclose(row['windowed'], nll / notes, rtol=1e-4)
+    if pinned + row['context'] <= window:  # the window never slides
+      np.testing.assert_allclose(row['full'], row['windowed'], rtol=1e-5)
+  assert result['rows'][-1]['full'] is not None  # 100 words fit the tiny model's max_len 128
+  text = evaluate.format_context_table(result)
+  assert 'windowed' in text and '100' in text
+  with pytest.raises(UserError, match='no song has'):
+    evaluate.context_nll(model, config, songs, [400], target_words=targets)

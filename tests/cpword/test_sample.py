@@ -9,6 +9,7 @@ import pytest
 
 from common import generation
 from common import midi
+from common import precision
 from common.errors import UserError
 from cpword import sample
 from cpword import tokens
@@ -127,3 +128,120 @@ def test_prompt_is_continued(tiny_model, tmp_path):
   with pytest.raises(UserError, match='length limit'):
     sample.generate(model, start, rng=jax.random.key(0), num_songs=1, max_len=len(start),
                     settings=sample.settings_from_config(config))
+
+
+# ------------------------------------------------------------------------------------------------
+# The context window: generation never conditions on more words than the model was trained on.
+
+
+def test_window_bases_keep_every_context_within_the_window():
+  for window, stride, pinned in ((32, 4, 0), (32, 1, 0), (32, 31, 0), (32, 5, 1)):
+    bases = sample.window_bases(4 * window + 7, window, stride, pinned)
+    n = np.arange(len(bases))
+    spans = pinned + n - bases + 1  # words in the context after reading word n
+    assert spans.max() == window and np.all(spans >= 1)
+    np.testing.assert_array_equal(spans[:window], np.arange(1, window + 1))
+    assert spans[window:].min() == window - stride + 1  # at least window - stride + 1 after
+    assert np.all(np.diff(bases) >= 0)
+
+
+def _reference_generation(model, start, key, length, settings, window, stride):
+  """The slow path: each word sampled after one full forward pass over its context, words[:pinned]
+  + words[base:n + 1] with the base of sample.window_bases (the same keys as sample.generate)."""
+  songs = np.zeros((2, length, tokens.NUM_FAMILIES), np.int32)
+  songs[:, :len(start)] = start
+  pinned = int(tokens.starts_with_emotion(start))
+  bases = sample.window_bases(length, window, stride, pinned)
+  bar_pos = np.full(2, -1)
+  rng, spans = key, []
+  for pos in range(length - 1):
+    rng, step_key = jax.random.split(rng)
+    word = songs[:, pos]
+    metrical = word[:, 0] == tokens.TYPE_METRICAL
+    bar_beat = word[:, tokens.F['bar_beat']]
+    bar_pos = np.where(metrical & (bar_beat == tokens.BAR), -1,
+                       np.where(metrical & (bar_beat > tokens.BAR), bar_beat - 2, bar_pos))
+    context = np.concatenate([songs[:, :pinned], songs[:, bases[pos]:pos + 1]], axis=1)
+    spans.append(context.shape[1])
+    h_BD = model.hidden(jnp.asarray(context))[0][:, -1]
+    new = sample.sample_cp_word(step_key, model.first_logits(h_BD),
+                                lambda type_B, h_BD=h_BD: model.field_logits(h_BD, type_B),
+                                settings, jnp.asarray(bar_pos, jnp.int32), pos + 2 >= length)
+    if pos + 1 >= len(start):
+      songs[:, pos + 1] = np.asarray(new)
+  return songs, spans
+
+
+@pytest.mark.parametrize('stride, emotion', [(1, None), (4, None), (5, 'Q2')],
+                         ids=['last_window_words', 'stride_4', 'stride_5_emotion'])
+def test_windowed_generation_equals_a_full_pass_over_its_window(tiny_model, monkeypatch, stride,
+                                                                 emotion):
+  monkeypatch.setenv(precision.ENV_VAR, 'float32')  # the reference multiplies in float32
+  config, model = tiny_model('cp')
+  window = config.data.seq_len
+  length = 4 * window  # the window slides many times
+  settings = sample.settings_from_config(config)
+  start = sample.start_tokens(config, emotion=emotion)
+  key = jax.random.key(3)
+  fast = sample.generate(model, start, rng=key, num_songs=2, max_len=length, settings=settings,
+                         min_len=length, window=window, stride=stride)
+  slow, spans = _reference_generation(model, start, key, length, settings, window, stride)
+  assert max(spans) == window and min(spans[window:]) == window - stride + 1
+  np.testing.assert_array_equal(fast, slow)
+  assert np.all(fast[:, :, 0] != 0)  # every word generated, none past the window left out
+  if emotion:
+    assert np.all(fast[:, 0] == start[0])
+
+
+def test_generate_pieces_reads_the_window_from_the_config(tiny_model, monkeypatch):
+  config, model = tiny_model('cp')
+  config = config.copy_and_resolve_references()
+  assert sample.context_window(config) == (config.data.seq_len, config.data.seq_len // 8)
+  config.sampling.window_stride = 3
+  assert sample.context_window(config) == (config.data.seq_len, 3)
+  seen = {}
+  original = sample.generate
+
+  def spy(*args, **kwargs):
+    seen.update(kwargs)
+    return original(*args, **kwargs)
+  monkeypatch.setattr(sample, 'generate', spy)
+  pieces = sample.generate_pieces(model, config, generation.Request(
+      num_samples=2, length=4 * config.data.seq_len, min_length=4 * config.data.seq_len))
+  assert (seen['window'], seen['stride']) == (config.data.seq_len, 3) and pieces
+  with pytest.raises(UserError, match='window_stride'):
+    sample.generate(model, sample.start_tokens(config), rng=jax.random.key(0), num_songs=1,
+                    max_len=64, settings=sample.settings_from_config(config), window=32,
+                    stride=32)
+
+
+@pytest.mark.parametrize('representation', ['cp', 'remi'])
+def test_generation_past_the_model_length_slides_instead_of_failing(tiny_model, representation):
+  config, model = tiny_model(representation)
+  length = model.max_len + 40  # more than the model could read at once
+  songs = sample.generate(model, sample.start_tokens(config), rng=jax.random.key(1), num_songs=2,
+                          max_len=length, settings=sample.settings_from_config(config),
+                          min_len=length, vocab=tokens.vocab_from_config(config),
+                          window=config.data.seq_len)
+  first = songs[..., 0] if songs.ndim == 3 else songs
+  assert first.shape == (2, length) and np.all(first != 0)
+  with pytest.raises(UserError, match='max_len'):
+    sample.generate(model, sample.start_tokens(config), rng=jax.random.key(1), num_songs=1,
+                    max_len=length, settings=sample.settings_from_config(config))
+
+
+def test_prompt_notes_outside_the_pitch_range_are_dropped_with_a_count(tiny_model, caplog):
+  config, _ = tiny_model('cp')
+  prompt = train.synthetic_pieces(1, seed=5)[0]
+  inside = len(prompt.notes)
+  for pitch in (12, 21, 108, 120):
+    prompt.notes.add(pitch=pitch, velocity=80, start_time=0.0, end_time=0.5)
+  with caplog.at_level('WARNING'):
+    start = sample.start_tokens(config, prompt=prompt, name='tune.mid')
+  assert 'tune.mid: dropped 4 of %d notes outside the model\'s pitch range 22..107' % (
+      inside + 4) in caplog.text
+  assert (start[:, 0] == tokens.TYPE_NOTE).sum() == inside
+  low = midi.NoteSequence()
+  low.notes.add(pitch=10, velocity=80, start_time=0.0, end_time=0.5)
+  with pytest.raises(UserError, match='low.mid: all 1 notes lie outside'):
+    sample.start_tokens(config, prompt=low, name='low.mid')
