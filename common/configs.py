@@ -81,8 +81,9 @@ _LEGACY_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ('pianonet', 'unstretched_copy', True),
     ('pianonet', 'stretch_validation', False),
     ('pianonet', 'padding', 'around'),
-    # Runs that fed PianoNet one window at a time resume with the same data stream.
+    # Runs that fed PianoNet or MusicVAE one example at a time resume with the same data stream.
     ('pianonet', 'batched_input', False),
+    ('musicvae', 'batched_input', False),
 )
 
 

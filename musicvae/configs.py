@@ -60,6 +60,9 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   c.eval_split = 'valid'
   c.max_eval_examples = 2048
   c.num_train_steps = 5000
+  # Training batches drawn a batch at once (numpy over rows): the per-slice pipeline cannot feed
+  # an accelerator (experiments/bench_scaling.py's input rows).
+  c.batched_input = True
   # LSTM products with bf16 operands (f32 accumulation, f32 weights) in training and evaluation:
   # faster where bf16 is fast (AVX512-BF16 CPUs, GPUs, TPUs); see model.use_mixed_precision.
   c.mixed_precision = False

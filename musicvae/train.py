@@ -85,6 +85,12 @@ def train_iterator(config: ml_collections.ConfigDict, process_index: int, proces
   enc = data.encoding_from_config(config)
   max_shift = config.encoding.get('max_transpose', 0)
 
+  if config.get('batched_input', True):
+    make_batch = transposed_batches(slices, enc, max_shift, config.seed)
+    return pipeline.make_batched_train_iterator(
+        len(slices), make_batch, batch_size=config.batch_size, seed=config.seed,
+        process_index=process_index, process_count=process_count)
+
   def transform(x_TK: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if max_shift:
       x_TK = data.transpose(x_TK, enc, int(rng.choice(data.valid_transpositions(
@@ -94,6 +100,32 @@ def train_iterator(config: ml_collections.ConfigDict, process_index: int, proces
   return pipeline.make_train_iterator(slices, transform, batch_size=config.batch_size,
                                       seed=config.seed, process_index=process_index,
                                       process_count=process_count)
+
+
+def transposed_batches(slices_NTK: np.ndarray, enc: data.Encoding, max_shift: int, seed: int):
+  """make_batch(indices_B, epochs_B) for make_batched_train_iterator: the slices, each pitched
+  track moved by a shift drawn uniformly from those that keep it in range (what
+  data.valid_transpositions lists: a contiguous range), numpy over the whole batch."""
+  pitched = [k for k, track in enumerate(enc.tracks) if track != 'drums']
+  notes_NTP = slices_NTK[:, :, pitched].astype(np.int32)
+  has_note = notes_NTP >= 2
+  any_note_N = has_note.any(axis=(1, 2))
+  lowest_N = np.where(has_note, notes_NTP, data.MELODY_CLASSES).min(axis=(1, 2))
+  highest_N = np.where(has_note, notes_NTP, 0).max(axis=(1, 2))
+  low_N = np.where(any_note_N, np.maximum(-max_shift, 2 - lowest_N), 0)
+  high_N = np.where(any_note_N, np.minimum(max_shift, data.MELODY_CLASSES - 1 - highest_N), 0)
+
+  def make_batch(indices_B: np.ndarray, epochs_B: np.ndarray) -> dict[str, np.ndarray]:
+    tokens_BTK = slices_NTK[indices_B].astype(np.int32)
+    if max_shift and pitched:
+      u_B = pipeline.example_uniforms(seed, epochs_B, indices_B, 1)[:, 0]
+      span_B = high_N[indices_B] - low_N[indices_B] + 1
+      shift_B = low_N[indices_B] + np.minimum((u_B * span_B).astype(np.int64), span_B - 1)
+      tracks = tokens_BTK[:, :, pitched]
+      tokens_BTK[:, :, pitched] = np.where(tracks >= 2, tracks + shift_B[:, None, None], tracks)
+    return {'tokens': tokens_BTK}
+
+  return make_batch
 
 
 def eval_examples(config: ml_collections.ConfigDict) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 
 from common import training
 from musicvae import configs
+from musicvae import data
 from musicvae import train
 
 
@@ -114,3 +115,26 @@ def test_unknown_variant_is_a_user_error():
   from common.errors import UserError
   with pytest.raises(UserError):
     configs.get_config('nope')
+
+
+def test_batched_transpositions_keep_every_track_in_range_and_vary():
+  from musicvae import train as train_lib  # pylint: disable=g-import-not-at-top
+  enc = data.Encoding(kind='melody', num_bars=2)
+  rng = np.random.default_rng(0)
+  slices = rng.integers(0, data.MELODY_CLASSES, size=(50, 32, 1)).astype(np.int16)
+  slices[0] = 0  # no notes: never moved
+  slices[1, :, 0] = np.where(slices[1, :, 0] >= 2, 2, slices[1, :, 0])  # the lowest pitch only
+  make_batch = train_lib.transposed_batches(slices, enc, max_shift=5, seed=0)
+  shifts = []
+  for epoch in range(20):
+    batch = make_batch(np.arange(50), np.full(50, epoch))['tokens']
+    notes = batch[batch >= 2]
+    assert notes.min() >= 2 and notes.max() < data.MELODY_CLASSES
+    np.testing.assert_array_equal(batch[0], 0)
+    assert (batch[1][slices[1] >= 2] >= 2).all()  # only moved up
+    moved = batch[:, :, 0] - slices[:, :, 0]
+    shifts.append(moved[2][slices[2, :, 0] >= 2][0])
+    # Each slice is moved as a whole and only its pitched tokens move.
+    np.testing.assert_array_equal(batch[slices < 2], slices[slices < 2])
+    assert data.valid_transpositions(slices[2], enc, 5).count(int(shifts[-1])) == 1
+  assert len(set(shifts)) > 3
