@@ -2,6 +2,7 @@
 
 import warnings
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,17 @@ def _reference_generation(model, start, key, length, settings, window, stride):
   bases = sample.window_bases(length, window, stride, pinned)
   bar_pos = np.full(2, -1)
   rng, spans = key, []
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def next_word(state, context_BWF, last, step_key, bar_pos, allow_eos):
+    # context_BWF is zero-padded to the window after its words: causal, so the padding is unseen.
+    m = nnx.merge(graphdef, state)
+    h_BD = jnp.take(m.hidden(context_BWF)[0], last, axis=1)
+    return sample.sample_cp_word(step_key, m.first_logits(h_BD),
+                                 lambda type_B: m.field_logits(h_BD, type_B), settings, bar_pos,
+                                 allow_eos)
+
   for pos in range(length - 1):
     rng, step_key = jax.random.split(rng)
     word = songs[:, pos]
@@ -163,10 +175,9 @@ def _reference_generation(model, start, key, length, settings, window, stride):
                        np.where(metrical & (bar_beat > tokens.BAR), bar_beat - 2, bar_pos))
     context = np.concatenate([songs[:, :pinned], songs[:, bases[pos]:pos + 1]], axis=1)
     spans.append(context.shape[1])
-    h_BD = model.hidden(jnp.asarray(context))[0][:, -1]
-    new = sample.sample_cp_word(step_key, model.first_logits(h_BD),
-                                lambda type_B, h_BD=h_BD: model.field_logits(h_BD, type_B),
-                                settings, jnp.asarray(bar_pos, jnp.int32), pos + 2 >= length)
+    padded = np.pad(context, [(0, 0), (0, window - context.shape[1]), (0, 0)])
+    new = next_word(state, jnp.asarray(padded), context.shape[1] - 1, step_key,
+                    jnp.asarray(bar_pos, jnp.int32), pos + 2 >= length)
     if pos + 1 >= len(start):
       songs[:, pos + 1] = np.asarray(new)
   return songs, spans
