@@ -34,7 +34,11 @@ _SIGMA = flags.DEFINE_float('sigma', 0.5, 'Initial mutation strength (the slider
 _CROSSOVER = flags.DEFINE_enum('crossover', 'uniform', list(evolve.CROSSOVERS),
                                'How two parents mix.')
 _NUM_FOREIGN = flags.DEFINE_integer('num_foreign', 2, 'Fresh random melodies per generation.')
-_ELITISM = flags.DEFINE_bool('elitism', False, 'Keep the selected melodies in the next generation.')
+_KEEP_SELECTED = flags.DEFINE_enum(
+    'keep_selected', 'mutated', list(evolve.KEEP_SELECTED),
+    'What becomes of the melodies you pick: kept and mutated with the children (the write-up\'s '
+    'Deep Interactive Evolution), kept unchanged (elites), or replaced by their children.')
+_ELITISM = flags.DEFINE_bool('elitism', False, 'The same as --keep_selected=unchanged.')
 _TEMPERATURE = flags.DEFINE_float('temperature', None, 'MusicVAE decoding temperature (default: '
                                   'the config\'s sample.temperature).')
 _GIBBS_STEPS = flags.DEFINE_integer('gibbs_steps', 64, 'Default Gibbs steps on Harmonize.')
@@ -81,7 +85,8 @@ def main(argv: list[str]) -> None:
     print(f'  {loaded.workdir}' if loaded else f'  {message}', flush=True)
   settings = app_lib.StudioSettings(
       population_size=_POPULATION.value, sigma=_SIGMA.value, crossover=_CROSSOVER.value,
-      num_foreign=_NUM_FOREIGN.value, elitism=_ELITISM.value,
+      num_foreign=_NUM_FOREIGN.value, keep_selected=_KEEP_SELECTED.value,
+      elitism=_ELITISM.value,
       default_gibbs_steps=_GIBBS_STEPS.value)
   loopback = _is_loopback(_HOST.value)
   app = app_lib.create_app(models, settings, seed=_SEED.value, max_sessions=_MAX_SESSIONS.value,

@@ -69,7 +69,7 @@ def _check_settings(models: engine.Models, settings: StudioSettings) -> None:
   if models.musicvae is not None:
     evolve.Evolution(models.musicvae.z_dim, settings.population_size, crossover=settings.crossover,
                      num_foreign=min(settings.num_foreign, settings.population_size),
-                     elitism=settings.elitism)
+                     keep_selected=settings.keep_selected, elitism=settings.elitism)
 
 
 def create_app(models: engine.Models, settings: StudioSettings | None = None, *,

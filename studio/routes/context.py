@@ -35,7 +35,8 @@ class StudioSettings:
   sigma: float = 0.5
   crossover: str = 'uniform'
   num_foreign: int = 2
-  elitism: bool = False
+  keep_selected: str = 'mutated'  # musicvae.evolve.KEEP_SELECTED
+  elitism: bool = False  # the same as keep_selected='unchanged'
   default_gibbs_steps: int = engine.DEFAULT_GIBBS_STEPS
 
 

@@ -40,7 +40,8 @@ def _new_evolution(session: sessions.Session, mvae: engine.LoadedMusicVAE) -> No
   session.evolution = evolve.Evolution(
       mvae.z_dim, settings.population_size, seed=session.new_seed(),
       crossover=settings.crossover, sigma=settings.sigma,
-      num_foreign=min(settings.num_foreign, settings.population_size), elitism=settings.elitism)
+      num_foreign=min(settings.num_foreign, settings.population_size),
+      keep_selected=settings.keep_selected, elitism=settings.elitism)
   session.generations = [_decode_generation(session, mvae)]
 
 
