@@ -256,7 +256,11 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
   print(f'  {"family":<10} {"CE (nats)":>10} {"accuracy":>9}')
   for name in _present_families(model, windows):
     print(f'  {name:<10} {results["ce_" + name]:>10.4f} {results["acc_" + name]:>9.4f}')
-  print(f'  {"mean":<10} {results["ce"]:>10.4f}            (the training loss: mean over families)')
+  loss_kind = config.get('loss', 'original')
+  what = ('sum over the families of their CE over every word, IGNORE fields included, / '
+          f'{8 if config.data.get("emotion") else 7}' if loss_kind == 'original' else
+          'mean over families')
+  print(f'  {"loss":<10} {results["ce"]:>10.4f}            (config.loss={loss_kind!r}: {what})')
   if results['nats_per_note'] is None:
     print('  NLL        n/a (no notes among the targets)')
   else:

@@ -249,18 +249,16 @@ def start_tokens(config: ml_collections.ConfigDict, *, emotion: str | None = Non
                  prompt: midi.NoteSequence | None = None, name: str = 'the prompt') -> np.ndarray:
   """Where generation starts (words (N, F) or events (N,)): [Emotion] Bar, or [Emotion] + prompt.
 
-  Prompt notes outside the vocabulary's pitch range are dropped with a warning that says how many
-  (a UserError naming `name` when that is all of them).
+  Prompt notes outside the vocabulary's pitch range are dropped with a warning that names the
+  prompt (`name`) and says how many.
   """
   vocab = tokens.vocab_from_config(config)
   if prompt is not None:
     pitched, outside = tokens.count_out_of_range(prompt, vocab)
     if outside:
-      if outside == pitched:
-        raise UserError(f'{name}: all {pitched} notes lie outside the model\'s pitch range '
-                        f'{vocab.pitch_min}..{vocab.pitch_max}')
-      logging.warning('%s: dropped %d of %d notes outside the model\'s pitch range %d..%d',
-                      name, outside, pitched, vocab.pitch_min, vocab.pitch_max)
+      logging.warning('%s: dropped %d of %d notes outside the model\'s pitch range %d..%d%s',
+                      name, outside, pitched, vocab.pitch_min, vocab.pitch_max,
+                      '; the continuation starts from silence' if outside == pitched else '')
     words = tokens.encode_cp(prompt, vocab, emotion=emotion, eos=False,
                              chords=config.data.get('chords', 'auto'))
   else:
