@@ -324,8 +324,10 @@ def make_eval_fn(config: ml_collections.ConfigDict):
 
 
 def sample_hook(config: ml_collections.ConfigDict, model, step: int, workdir: str) -> None:
-  """Writes config.sampling.num_songs songs to <workdir>/samples/step_<step>/."""
-  request = generation.Request(num_samples=config.sampling.num_songs, seed=step)
+  """Writes config.sampling.num_songs songs to <workdir>/samples/step_<step>/; no EOS before half
+  of sampling.max_words, so that an early model's songs show its music rather than end at once."""
+  request = generation.Request(num_samples=config.sampling.num_songs, seed=step,
+                               min_length=config.sampling.max_words // 2)
   generation.write_pieces(sample.generate_pieces(model, config, request),
                           os.path.join(workdir, 'samples', f'step_{step}'))
 
