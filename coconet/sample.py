@@ -442,6 +442,30 @@ def check_length(num_steps: int, name: str, what: str = 'melody') -> None:
                     f'bars): crop it with --length={MAX_INPUT_STEPS} or less')
 
 
+def check_request(config: Any, request: generation.Request) -> dict[str, Any]:
+  """What generate_pieces needs from the request, checked without a model (so that the command
+  line refuses a bad melody or flag before loading one): {'task', 'sampler', and 'soprano' (T,),
+  'piece' (T, 4) or 'length'}. UserError names what is wrong."""
+  task = request.task_or(TASKS, 'coconet')
+  prepared: dict[str, Any] = dict(task=task, sampler=sampler_options(request))
+  source = request.input_names[0] if request.input_names else (
+      '--pitches' if request.pitches else 'input')
+  if task == 'harmonize':
+    soprano = data.soprano_from_melody(_melody(request), steps_per_note=request.steps_per_note,
+                                       transpose=request.transpose, name=source,
+                                       num_steps=request.length)
+    check_length(len(soprano), source)
+    prepared['soprano'] = soprano
+  elif task == 'generate':
+    length = int(request.length or config.get('crop_len', 64))
+    if not 1 <= length <= MAX_INPUT_STEPS:
+      raise UserError(f'--length must be in 1..{MAX_INPUT_STEPS}, got {length}')
+    prepared['length'] = length
+  else:
+    prepared['piece'] = _four_part_piece(request, task, source)
+  return prepared
+
+
 def generate_pieces(model: nnx.Module, config: Any, request: generation.Request
                     ) -> list[generation.Piece]:
   """Runs one task (harmonize by default) and returns the chorales as NoteSequences.
@@ -450,26 +474,17 @@ def generate_pieces(model: nnx.Module, config: Any, request: generation.Request
   take a four-part piece in request.inputs[0]; generate writes request.length 16th steps
   (default: the config's crop length). request.length also crops an input piece.
   """
-  task = request.task_or(TASKS, 'coconet')
+  prepared = check_request(config, request)
+  task = prepared['task']
   key = jax.random.key(request.seed)
-  kwargs = dict(sampler_options(request), num_samples=request.num_samples,
+  kwargs = dict(prepared['sampler'], num_samples=request.num_samples,
                 progress=ProgressBar(task))
-  source = request.input_names[0] if request.input_names else (
-      '--pitches' if request.pitches else 'input')
   if task == 'harmonize':
-    melody = _melody(request)
-    soprano = data.soprano_from_melody(melody, steps_per_note=request.steps_per_note,
-                                       transpose=request.transpose, name=source,
-                                       num_steps=request.length)
-    check_length(len(soprano), source)
-    out = harmonize(model, key, soprano, **kwargs)
+    out = harmonize(model, key, prepared['soprano'], **kwargs)
   elif task == 'generate':
-    length = int(request.length or config.get('crop_len', 64))
-    if not 1 <= length <= MAX_INPUT_STEPS:
-      raise UserError(f'--length must be in 1..{MAX_INPUT_STEPS}, got {length}')
-    out = generate_from_scratch(model, key, length, **kwargs)
+    out = generate_from_scratch(model, key, prepared['length'], **kwargs)
   else:
-    piece = _four_part_piece(request, task, source)
+    piece = prepared['piece']
     if task == 'complete':
       out = complete(model, key, piece, _erase_middle(piece), **kwargs)
     elif task == 'revoice':

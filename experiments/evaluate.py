@@ -24,7 +24,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json +
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _SPLIT = flags.DEFINE_enum('split', 'test', ['train', 'valid', 'test'], 'Data split.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Override the config\'s data_dir.')
-_UNITS = flags.DEFINE_list('units', 'note,frame', 'coconet: NLL units, note and/or frame.')
+_UNITS = flags.DEFINE_list(
+    'units', 'note,frame', 'coconet: NLL units: note; frame (as the original code scores a frame: '
+    'each voice given the argmax guesses of the frame\'s earlier voices); frame_independent (the '
+    'voices of a frame scored independently, far fewer forward passes).')
 _ORDERS = flags.DEFINE_list('orders', 'chronological,random',
                             'coconet: orderings, chronological and/or random.')
 _ENSEMBLE = flags.DEFINE_integer('ensemble_size', 5, 'Random orderings averaged per piece.')

@@ -149,7 +149,10 @@ def main(argv: list[str]) -> None:
   del argv
   config = configs.read_config(_WORKDIR.value)
   request = request_from_flags(config)  # input files and flags are checked before the model loads
-  runtime.configure_process()  # after the checks: it imports jax, which takes a second
+  runtime.configure_process()  # after the file checks: it imports jax, which takes a second
+  check = registry.entry(config).check_request
+  if check is not None:
+    check(config, request)
   for path in registry.generate_files(_WORKDIR.value, request, _OUT_DIR.value, step=_STEP.value,
                                       wav=_WAV.value, png=_PNG.value, config=config):
     print(path)

@@ -21,11 +21,14 @@ class ModelEntry:
       get_task(config) (common.training.TrainTask); generation has generate_pieces(model, config,
       request) (common.generation); evaluate has evaluate_from_flags(model, config, options).
     load_assets: (workdir) -> dict of files shipped beside the checkpoint (or None).
+    check_request: (config, request) -> None, checks a request without a model, so that a bad
+      input or flag is refused before the model loads (or None: generate_pieces checks).
   """
   tasks: tuple[str, ...]
   input_flag: str
   modules: Callable[[], tuple[Any, Any, Any]]
   load_assets: Callable[[str], dict[str, Any]] | None = None
+  check_request: Callable[[Any, Any], None] | None = None
 
 
 def _coconet():
@@ -48,6 +51,11 @@ def _cpword():
   return train, sample, evaluate
 
 
+def _coconet_check(config: Any, request: Any) -> None:
+  from coconet import sample  # pylint: disable=g-import-not-at-top
+  sample.check_request(config, request)
+
+
 def _musicvae_assets(workdir: str) -> dict[str, Any]:
   from musicvae import train  # pylint: disable=g-import-not-at-top
   return train.load_assets(workdir)
@@ -55,7 +63,7 @@ def _musicvae_assets(workdir: str) -> dict[str, Any]:
 
 MODELS: dict[str, ModelEntry] = {
     'coconet': ModelEntry(tasks=('harmonize', 'generate', 'complete', 'revoice', 'upsample'),
-                          input_flag='melody', modules=_coconet),
+                          input_flag='melody', modules=_coconet, check_request=_coconet_check),
     'musicvae': ModelEntry(tasks=('sample', 'reconstruct', 'interpolate', 'attribute'),
                            input_flag='inputs', modules=_musicvae,
                            load_assets=_musicvae_assets),
