@@ -43,6 +43,9 @@ def _base(variant: str) -> ml_collections.ConfigDict:
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
   config.sample_every_steps = 5000
+  # bf16 products in the convolutions, float32 accumulation, parameters, batch norm and optimizer
+  # state (for accelerators, and CPUs with fast bf16).
+  config.mixed_precision = False
   config.crop_len = 64
   config.mask = 'orderless'  # or 'bernoulli'
   # Magenta's objective (the cross-entropy of every variable, rescaled), or 'magenta_mask',

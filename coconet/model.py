@@ -73,18 +73,25 @@ def _same_pads(kernel_hw: tuple[int, int], dilation: tuple[int, int]) -> list[tu
   return pads
 
 
-def _conv_forward(x_BTPC, kernel_HWIO, dilation):
+def _conv_forward(x_BTPC, kernel_HWIO, dilation, compute_dtype=None):
+  """The conv; with compute_dtype bfloat16 its products take bf16 operands and accumulate and
+  return float32 (mixed precision: the parameters stay float32)."""
+  accumulate = None
+  if compute_dtype is not None and jnp.dtype(compute_dtype) != x_BTPC.dtype:
+    x_BTPC, kernel_HWIO = x_BTPC.astype(compute_dtype), kernel_HWIO.astype(compute_dtype)
+    accumulate = jnp.float32
   if kernel_HWIO.shape[:2] == (1, 1):
-    # A matrix product over channels; XLA's CPU convolution took ~2x as long for 1x1 kernels. On
-    # 2-D operands the kernel gradient is one (N, C)^T (N, O) product; the 4-D einsum's gradient
-    # made XLA transpose the activations first (small-dilated train step 99 -> 92 ms).
+    # A matrix product over channels: XLA's CPU convolution is slower for 1x1 kernels. On 2-D
+    # operands the kernel gradient is one (N, C)^T (N, O) product; the 4-D einsum's gradient makes
+    # XLA transpose the activations first.
     kernel_CO = kernel_HWIO[0, 0]
     x_NC = x_BTPC.reshape(-1, kernel_CO.shape[0])
-    return (x_NC @ kernel_CO).reshape(*x_BTPC.shape[:-1], kernel_CO.shape[1])
+    out_NO = jnp.matmul(x_NC, kernel_CO, preferred_element_type=accumulate)
+    return out_NO.reshape(*x_BTPC.shape[:-1], kernel_CO.shape[1])
   return jax.lax.conv_general_dilated(
       x_BTPC, kernel_HWIO, window_strides=(1, 1),
       padding=_same_pads(kernel_HWIO.shape[:2], dilation), rhs_dilation=dilation,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), preferred_element_type=accumulate)
 
 
 class Conv(nnx.Module):
@@ -92,12 +99,14 @@ class Conv(nnx.Module):
   checkpoints of either load into the other; 1x1 kernels run as a matrix product."""
 
   def __init__(self, in_features: int, out_features: int, kernel: tuple[int, int], *,
-               dilation: tuple[int, int] = (1, 1), kernel_init, rngs: nnx.Rngs):
+               dilation: tuple[int, int] = (1, 1), kernel_init, compute_dtype: str = 'float32',
+               rngs: nnx.Rngs):
     self.kernel = nnx.Param(kernel_init(rngs.params(), (*kernel, in_features, out_features)))
     self.dilation = tuple(dilation)
+    self.compute_dtype = compute_dtype
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
-    return _conv_forward(x_BTPC, self.kernel[...], self.dilation)
+    return _conv_forward(x_BTPC, self.kernel[...], self.dilation, self.compute_dtype)
 
 
 # Above this ratio of padded to unpadded (time x pitch) area, DepthwiseConv adds each tap into
@@ -176,7 +185,8 @@ class ConvBN(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, kernel: tuple[int, int], *,
                dilation: tuple[int, int] = (1, 1), separable: bool = False,
-               separable_bias: bool = True, epsilon: float = 1e-7, rngs: nnx.Rngs):
+               separable_bias: bool = True, epsilon: float = 1e-7,
+               compute_dtype: str = 'float32', rngs: nnx.Rngs):
     he_normal = nnx.initializers.he_normal()
     # tf.layers.separable_conv2d's bias, which Magenta keeps before batch norm.
     self.bias = (nnx.Param(jnp.zeros((out_features,), jnp.float32))
@@ -185,11 +195,12 @@ class ConvBN(nnx.Module):
       # Depthwise (one filter per channel) then pointwise 1x1: ~9x fewer weights and flops.
       self.depthwise = DepthwiseConv(in_features, kernel, dilation=dilation,
                                      kernel_init=he_normal, rngs=rngs)
-      self.conv = Conv(in_features, out_features, (1, 1), kernel_init=he_normal, rngs=rngs)
+      self.conv = Conv(in_features, out_features, (1, 1), kernel_init=he_normal,
+                       compute_dtype=compute_dtype, rngs=rngs)
     else:
       self.depthwise = None
       self.conv = Conv(in_features, out_features, kernel, dilation=dilation,
-                       kernel_init=he_normal, rngs=rngs)
+                       kernel_init=he_normal, compute_dtype=compute_dtype, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, scale_init=nnx.initializers.constant(0.1),
                               epsilon=epsilon, rngs=rngs)
 
@@ -221,7 +232,7 @@ class Coconet(nnx.Module):
                residual: str = 'post_relu', batch_norm_epsilon: float = 1e-7,
                num_initial_regular_conv_layers: int = 2, separable_bias: bool = True,
                separable_final_layers: bool = True, mask_indicates_context: bool = False,
-               rngs: nnx.Rngs):
+               compute_dtype: str = 'float32', rngs: nnx.Rngs):
     if num_layers < 4:
       raise ValueError(f'num_layers must be >= 4 (3x3 in, 3x3, 2x2, 2x2 out), got {num_layers}')
     if residual not in RESIDUALS:
@@ -238,7 +249,8 @@ class Coconet(nnx.Module):
       layer_separable = (separable and i >= num_initial_regular_conv_layers
                          and (separable_final_layers or i < num_layers - 2))
       layers.append(ConvBN(cin, cout, kernel, dilation=dilations[i], separable=layer_separable,
-                           separable_bias=separable_bias, epsilon=batch_norm_epsilon, rngs=rngs))
+                           separable_bias=separable_bias, epsilon=batch_norm_epsilon,
+                           compute_dtype=compute_dtype, rngs=rngs))
     self.layers = nnx.List(layers)
 
   def __call__(self, roll_BTPI: jax.Array, mask_BTI: jax.Array) -> jax.Array:
@@ -286,8 +298,10 @@ MODEL_DEFAULTS = dict(separable=False, residual='post_relu', batch_norm_epsilon=
                       separable_final_layers=True, mask_indicates_context=False)
 
 
-def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coconet:
-  """Coconet from a config's `model` sub-config (architecture 'straight' | 'dilated')."""
+def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs, *,
+                mixed_precision: bool = False) -> Coconet:
+  """Coconet from a config's `model` sub-config (architecture 'straight' | 'dilated');
+  mixed_precision: the convolutions' products in bfloat16 (accumulated in float32)."""
   architecture = model_config.get('architecture', 'straight')
   if architecture not in ('straight', 'dilated'):
     raise UserError(f'unknown Coconet architecture {architecture!r}; expected straight or '
@@ -301,7 +315,8 @@ def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Coco
     dilation = model_config.get('dilation') or DOODLE_DILATION
   settings = {name: model_config.get(name, default) for name, default in MODEL_DEFAULTS.items()}
   return Coconet(num_layers=model_config.num_layers, num_filters=model_config.num_filters,
-                 dilation=dilation, rngs=rngs, **settings)
+                 dilation=dilation, compute_dtype='bfloat16' if mixed_precision else 'float32',
+                 rngs=rngs, **settings)
 
 
 # On CPU a forward pass over many pieces runs a few pieces at a time (lax.map over chunks of the

@@ -188,7 +188,8 @@ def get_task(config: ml_collections.ConfigDict) -> training.TrainTask:
   """The TrainTask for `python -m experiments.train --config=coconet/configs.py:<variant>`."""
 
   def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-    return model_lib.build_model(cfg.model, rngs)
+    return model_lib.build_model(cfg.model, rngs,
+                                 mixed_precision=bool(cfg.get('mixed_precision', False)))
 
   loss_kind = config.get('loss', 'magenta_total')
   if loss_kind not in LOSSES:
