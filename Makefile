@@ -56,4 +56,4 @@ gpu-wheels:
 
 gpu-check:
 	python3 -m pip install -q --no-index --no-deps --target .gpu-site .whl/*.whl
-	PYTHONPATH=.gpu-site:. python3 -m experiments.gpu_check --out=bench
+	PYTHONPATH=.gpu-site:. python3 -m experiments.gpu_check --results_dir=bench

@@ -31,7 +31,8 @@ BF16_PEAK = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L4': 121e12, 'V100
 
 _DRY = flags.DEFINE_bool('dry', False, 'Tiny configs and a few steps: checks the script itself.')
 _STEPS = flags.DEFINE_integer('steps', 200, 'Timed train steps per model (dry: 3).')
-_OUT = flags.DEFINE_string('out', 'bench', 'Folder for gpu_results.json and gpu_results.md.')
+_OUT = flags.DEFINE_string('results_dir', 'bench',
+                            'Folder for gpu_results.json and gpu_results.md.')
 _MODELS = flags.DEFINE_list('models', list(MODELS), 'Which models to check.')
 
 

@@ -18,6 +18,7 @@ from absl import flags
 
 from common.errors import UserError
 from experiments import cli
+from experiments.registry import import_checkpoint, importers
 
 _SOURCE = flags.DEFINE_enum('source', None, ['magenta', 'pianonet'],
                             'Whose checkpoint: magenta (Coconet, MusicVAE) or pianonet (Keras).')
@@ -26,35 +27,6 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The checkpoint: a TF chec
 _CONFIG = flags.DEFINE_string('config', None, 'The original configuration\'s name (see --list).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The new workdir to write.')
 _LIST = flags.DEFINE_bool('list', False, 'List the configurations each source knows and exit.')
-
-
-def importers(source: str) -> list:
-  """The modules that import `source`'s checkpoints (each has CONFIGS and import_model)."""
-  # pylint: disable=g-import-not-at-top
-  if source == 'magenta':
-    from coconet import original as coconet_original
-    from musicvae import original as musicvae_original
-    return [coconet_original, musicvae_original]
-  from pianonet import original as pianonet_original
-  return [pianonet_original]
-
-
-def import_checkpoint(source: str, checkpoint: str, config_name: str, workdir: str) -> str:
-  """Reads `checkpoint`, builds our model of `config_name` with its weights, writes `workdir`;
-  returns the checkpoint path written."""
-  from common import training  # pylint: disable=g-import-not-at-top
-  from common import weight_import  # pylint: disable=g-import-not-at-top
-  for module in importers(source):
-    if config_name in module.CONFIGS:
-      break
-  else:
-    known = sorted(n for m in importers(source) for n in m.CONFIGS)
-    raise UserError(f'--config={config_name}: not a {source} configuration; known: '
-                    f'{", ".join(known)}')
-  config = module.CONFIGS[config_name]()
-  model = module.import_model(weight_import.read_variables(checkpoint), config)
-  return training.save_model(config, model, workdir, origin={
-      'imported_from': checkpoint, 'source': source, 'original_config': config_name})
 
 
 def main(argv: list[str]) -> None:

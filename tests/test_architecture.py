@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -181,3 +182,27 @@ def test_importing_the_library_changes_nothing_global():
   result = json.loads(run.stdout.strip().splitlines()[-1])
   assert result == dict(flags_unchanged=True, config_unchanged=True, malloc_untouched=True,
                         new_threads=[]), result
+
+
+def entry_points_imported_by_tests() -> list[str]:
+  """The experiments entry points that some test imports into pytest's own process."""
+  names = set()
+  for root, _, files in os.walk(os.path.join(REPO, 'tests')):
+    for name in files:
+      if name.endswith('.py'):
+        text = open(os.path.join(root, name)).read()
+        names.update(re.findall(r'^\s*from experiments import (\w+)', text, re.MULTILINE))
+  return sorted(f'experiments.{name}' for name in names
+                if is_entry_point(os.path.join(REPO, 'experiments', f'{name}.py')))
+
+
+def test_entry_points_the_tests_import_share_one_process():
+  """pytest imports every test module into one process, so the entry points they import must
+  not define the same absl flag twice (a DuplicateFlagError stops the whole collection)."""
+  names = entry_points_imported_by_tests()
+  assert 'experiments.benchmark' in names
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  code = 'import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)'
+  run = subprocess.run([sys.executable, '-c', code, *names], env=env, capture_output=True,
+                       text=True, cwd=REPO)
+  assert run.returncode == 0, run.stderr[-2000:]

@@ -51,10 +51,10 @@ def test_import_weights_command_makes_a_working_workdir(tmp_path):
   """python -m experiments.import_weights's function on a fixture: the workdir records the
   checkpoint's widths and loads back to the same function."""
   from common import training  # pylint: disable=g-import-not-at-top
-  from experiments import import_weights  # pylint: disable=g-import-not-at-top
+  from experiments import registry  # pylint: disable=g-import-not-at-top
   name = 'cat-drums_2bar_small'
   workdir = str(tmp_path / 'imported')
-  import_weights.import_checkpoint('magenta', _path(name), name, workdir)
+  registry.import_checkpoint('magenta', _path(name), name, workdir)
   config = training.read_config(workdir)
   assert (config.model.z_dim, tuple(config.model.decoder_sizes)) == (16, (24, 24))
   assert config.model.forget_bias == 1.0 and config.encoding.roll_input

@@ -13,7 +13,6 @@ import pytest
 from common import configs as common_configs
 from common import weight_import
 from common.errors import UserError
-from experiments import import_weights
 from experiments import registry
 from pianonet import generate
 from pianonet import model as model_lib
@@ -86,7 +85,7 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_variable():
 
 def test_import_weights_writes_a_workdir_that_loads(tmp_path):
   workdir = str(tmp_path / 'micro_1')
-  import_weights.import_checkpoint('pianonet', fixture_path('micro_1'), 'micro_1', workdir)
+  registry.import_checkpoint('pianonet', fixture_path('micro_1'), 'micro_1', workdir)
   config = common_configs.read_config(workdir)
   assert config.variant == 'micro_1' and config.num_keys == 72 and config.lowest_key == 31
   model = registry.load_model(config, workdir)
@@ -95,7 +94,7 @@ def test_import_weights_writes_a_workdir_that_loads(tmp_path):
   np.testing.assert_allclose(original_probabilities(model, key_states_N),
                              original_probabilities(imported('micro_1'), key_states_N), atol=1e-7)
   with pytest.raises(UserError, match='not a pianonet configuration'):
-    import_weights.import_checkpoint('pianonet', fixture_path('micro_1'), 'r9p0',
+    registry.import_checkpoint('pianonet', fixture_path('micro_1'), 'r9p0',
                                      str(tmp_path / 'other'))
 
 
