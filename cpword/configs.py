@@ -107,6 +107,9 @@ def get_config(variant: str = 'tiny') -> ml_collections.ConfigDict:
   c.batch_size = 4
   c.learning_rate = 1e-4
   c.grad_clip_norm = 3.0
+  # bf16 operands in the dense products (float32 accumulation, weights, layer norms, softmax and
+  # optimizer state), for accelerators and CPUs with fast bf16.
+  c.mixed_precision = False
   c.num_train_steps = 200_000
   c.eval_every_steps = 2000
   c.checkpoint_every_steps = 2000

@@ -50,9 +50,14 @@ class Linear(nnx.Linear):
 
   def __init__(self, d_in: int, d_out: int, rngs: nnx.Rngs):
     super().__init__(d_in, d_out, kernel_init=_ZEROS, rngs=rngs)
+    # Mixed-precision training (config.mixed_precision): float32 weights, bf16 operands in the
+    # product and its gradients, float32 accumulation.
+    self.bf16_products = False
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...]
+    if kernel.dtype == jnp.float32 and self.bf16_products:
+      return precision.matmul_bf16(x, kernel) + self.bias[...]
     if kernel.dtype == jnp.float32:
       return super().__call__(x)
     d_in, d_out = kernel.shape
@@ -375,9 +380,16 @@ def families_from_config(config) -> list[Family]:
 
 
 def build_model(config, rngs: nnx.Rngs) -> Transformer:
-  """The Transformer a cpword config describes."""
+  """The Transformer a cpword config describes (config.mixed_precision: every dense product with
+  bf16 operands and float32 accumulation; weights, layer norms, softmax and optimizer stay
+  float32)."""
   m = config.model
-  return Transformer(
+  model = Transformer(
       families_from_config(config), d_model=m.d_model, num_heads=m.num_heads,
       num_layers=m.num_layers, ffn_dim=m.ffn_dim, dropout=m.dropout, max_len=m.max_len,
       relative=m.relative, abs_pos=m.abs_pos, rngs=rngs)
+  if config.get('mixed_precision'):
+    for _, module in nnx.iter_graph(model):
+      if isinstance(module, Linear):
+        module.bf16_products = True
+  return model
