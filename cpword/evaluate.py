@@ -3,7 +3,7 @@ negative log-likelihood per note, which CP and REMI models share.
 
   python -m experiments.evaluate --workdir=runs/cpword_small --split=valid
   python -m experiments.evaluate --workdir=runs/remi_small --split=valid --max_pieces=50
-  python -m cpword.evaluate --workdir=pretrained/cpword_small --split=valid \
+  python -m experiments.evaluate --workdir=pretrained/cpword_small --split=valid \
       --context_lengths=256,512,1024,2048
 
 Every song of the split is cut into consecutive windows of data.seq_len tokens (the training
@@ -274,43 +274,3 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
             f'({d["songs"]} songs) | {g["notes_per_bar"]:6.2f} {g["mean_velocity_bin"]:6.2f} '
             f'({g["songs"]} songs)')
   return results
-
-
-def main(argv: list[str]) -> None:
-  """`python -m cpword.evaluate`: experiments/evaluate.py's cpword options, plus
-  --context_lengths (the context table)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  workdir = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
-  step = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-  split = flags.DEFINE_enum('split', 'valid', ['train', 'valid', 'test'], 'Data split.')
-  data_dir = flags.DEFINE_string('data_dir', None, "Override the config's data_dir.")
-  max_pieces = flags.DEFINE_integer('max_pieces', None, 'Only the first N songs of the split.')
-  contexts = flags.DEFINE_list('context_lengths', None,
-                               'Context lengths of the NLL table, e.g. 256,512,1024,2048.')
-  output = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
-  flags.mark_flags_as_required(['workdir'])
-
-  def run(_):
-    import json  # pylint: disable=g-import-not-at-top
-    from common import configs  # pylint: disable=g-import-not-at-top
-    from common import files  # pylint: disable=g-import-not-at-top
-    from common import runtime  # pylint: disable=g-import-not-at-top
-    runtime.configure_process()
-    try:
-      config = configs.read_config(workdir.value)
-      model = training.load_model(train.get_task(config), config, workdir.value, step.value)
-      results = evaluate_from_flags(model, config, dict(
-          split=split.value, data_dir=data_dir.value, max_pieces=max_pieces.value,
-          context_lengths=contexts.value))
-    except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(1)
-    if output.value:
-      files.atomic_write(output.value, lambda f: json.dump(results, f, indent=2), mode='w')
-
-  app.run(run, argv)
-
-
-if __name__ == '__main__':
-  main(sys.argv)

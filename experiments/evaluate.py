@@ -45,6 +45,9 @@ _NUM_SAMPLES = flags.DEFINE_integer(
     'num_samples', 4, 'pianonet: continuations generated for the key-down rate; cpword runs '
     'with emotion: songs generated per quadrant.')
 _SECONDS = flags.DEFINE_float('seconds', 10.0, 'pianonet: seconds per generated continuation.')
+_CONTEXTS = flags.DEFINE_list(
+    'context_lengths', None, 'cpword: instead of the split\'s loss, the NLL per note of the same '
+    'target words given these many words of context, e.g. 256,512,1024,2048.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -58,7 +61,8 @@ def main(argv: list[str]) -> None:
                  orders=_ORDERS.value, ensemble_size=_ENSEMBLE.value, max_pieces=_MAX_PIECES.value,
                  crop_len=_CROP_LEN.value, bn_batches=_BN_BATCHES.value, chunk_size=_CHUNK.value,
                  seed=_SEED.value, num_windows=_NUM_WINDOWS.value,
-                 num_samples=_NUM_SAMPLES.value, seconds=_SECONDS.value)
+                 num_samples=_NUM_SAMPLES.value, seconds=_SECONDS.value,
+                 context_lengths=_CONTEXTS.value)
   results = evaluator.evaluate_from_flags(model, config, options)
   if _OUTPUT.value:
     files.atomic_write(_OUTPUT.value, lambda f: json.dump(results, f, indent=2), mode='w')
