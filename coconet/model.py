@@ -273,7 +273,7 @@ class Coconet(nnx.Module):
         elif counter % 2 == 0 and 0 < i < num_layers - 1:
           x_BTPC = x_BTPC + saved
       if i < num_layers - 1:
-        x_BTPC = nnx.relu(x_BTPC)
+        x_BTPC = _materialized(nnx.relu(x_BTPC))
     return x_BTPC
 
   def _pre_relu_sum_forward(self, x_BTPC: jax.Array) -> jax.Array:
@@ -288,8 +288,42 @@ class Coconet(nnx.Module):
         x_BTPC = x_BTPC + residual
         residual = x_BTPC
       if i < num_layers - 1:
-        x_BTPC = nnx.relu(x_BTPC)
+        x_BTPC = _materialized(nnx.relu(x_BTPC))
     return x_BTPC
+
+
+@jax.custom_vjp
+def _materialized(x: jax.Array) -> jax.Array:
+  """x, kept as its own buffer (the identity, gradient included).
+
+  XLA:CPU fuses cheap elementwise producers into every consumer, recomputing them there. The
+  kernel gradient's transposed copy of each layer's input then recomputes that input from the
+  batch norms, ReLUs and residual sums before it, and through the residuals' chain each copy
+  recomputes more layers than the last (the 64-layer train step spent most of its time in those
+  copies). A while loop is a boundary XLA does not fuse across; its trip count (0 or 1: the loop
+  body changes nothing) depends on x, so the loop is not simplified away. (XLA:CPU removes
+  optimization barriers before fusion, so jax.lax.optimization_barrier does not do this.)
+  """
+  trips = (x.ravel()[0] == x.ravel()[0]).astype(jnp.int32)
+
+  def body(carry):
+    i, y = carry
+    # Never negates (i >= 0), but XLA cannot tell: so y is not hoisted out as loop-invariant.
+    return i + 1, jnp.where(i < 0, -y, y)
+
+  _, out = jax.lax.while_loop(lambda c: c[0] < trips, body, (0, x))
+  return out
+
+
+def _materialized_fwd(x):
+  return _materialized(x), None
+
+
+def _materialized_bwd(_, g):
+  return (g,)
+
+
+_materialized.defvjp(_materialized_fwd, _materialized_bwd)
 
 
 # The model settings build_model reads, with their defaults: the original's behaviour.

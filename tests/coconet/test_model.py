@@ -159,3 +159,15 @@ def test_configs_build(variant):
   assert len(model.layers) == config.model.num_layers
   with pytest.raises(UserError, match='tiny, small, doodle, paper'):
     configs.get_config('huge')
+
+
+def test_materialized_is_the_identity_with_an_identity_gradient():
+  """The fusion boundary between layers changes no value and no gradient, NaN included (its
+  loop then runs zero times)."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 5, 4)), jnp.float32)
+  np.testing.assert_array_equal(jax.jit(model_lib._materialized)(x), x)
+  nan_first = x.at[0, 0, 0, 0].set(jnp.nan)
+  np.testing.assert_array_equal(jax.jit(model_lib._materialized)(nan_first), nan_first)
+  weights = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+  grad = jax.grad(lambda x: jnp.sum(model_lib._materialized(x) * weights))(x)
+  np.testing.assert_array_equal(grad, weights)
