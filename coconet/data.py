@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import note_seq
-from note_seq import music_pb2
 import numpy as np
 
+from common import midi
 from common.errors import UserError
 
 MIN_PITCH = 36
@@ -143,7 +142,7 @@ def resolve_programs(programs: str | Sequence[int]) -> tuple[int, ...]:
 
 def pitches_to_sequence(pitches_TI: np.ndarray, *, qpm: float = 90.0,
                         programs: str | Sequence[int] = 'choir', velocity: int = 80,
-                        steps_per_quarter: int = STEPS_PER_QUARTER) -> music_pb2.NoteSequence:
+                        steps_per_quarter: int = STEPS_PER_QUARTER) -> midi.NoteSequence:
   """(T, I) MIDI pitches (NaN = silent) -> a quantized NoteSequence, one instrument per voice.
 
   A run of equal pitches in a voice becomes one held note (see the module docstring).
@@ -155,8 +154,8 @@ def pitches_to_sequence(pitches_TI: np.ndarray, *, qpm: float = 90.0,
   program_list = resolve_programs(programs)
   seconds_per_step = 60.0 / qpm / steps_per_quarter
 
-  seq = music_pb2.NoteSequence()
-  seq.ticks_per_quarter = note_seq.STANDARD_PPQ
+  seq = midi.NoteSequence()
+  seq.ticks_per_quarter = midi.note_seq.STANDARD_PPQ
   seq.tempos.add(time=0.0, qpm=qpm)
   seq.time_signatures.add(time=0.0, numerator=4, denominator=4)
   seq.quantization_info.steps_per_quarter = steps_per_quarter
@@ -184,15 +183,14 @@ def _same_pitch(a: float, b: float) -> bool:
   return (np.isnan(a) and np.isnan(b)) or a == b
 
 
-def _quantized(seq: music_pb2.NoteSequence, steps_per_quarter: int) -> music_pb2.NoteSequence:
+def _quantized(seq: midi.NoteSequence, steps_per_quarter: int) -> midi.NoteSequence:
   if (seq.quantization_info.steps_per_quarter == steps_per_quarter
       and all(n.quantized_end_step > n.quantized_start_step for n in seq.notes)):
     return seq
-  from common import midi  # pylint: disable=g-import-not-at-top
   return midi.quantize(seq, steps_per_quarter)
 
 
-def _voice_groups(seq: music_pb2.NoteSequence) -> list[list]:
+def _voice_groups(seq: midi.NoteSequence) -> list[list]:
   """Pitched notes grouped by (instrument, program), ordered soprano to bass by mean pitch."""
   groups: dict[tuple[int, int], list] = {}
   for note in seq.notes:
@@ -201,7 +199,7 @@ def _voice_groups(seq: music_pb2.NoteSequence) -> list[list]:
   return sorted(groups.values(), key=lambda notes: -np.mean([n.pitch for n in notes]))
 
 
-def sequence_to_pitches(seq: music_pb2.NoteSequence, *, name: str = 'sequence',
+def sequence_to_pitches(seq: midi.NoteSequence, *, name: str = 'sequence',
                         steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
   """A four-part NoteSequence -> (T, 4) float32 MIDI pitches on the 16th grid, NaN = silent.
 
@@ -213,7 +211,7 @@ def sequence_to_pitches(seq: music_pb2.NoteSequence, *, name: str = 'sequence',
   return pitches_TI
 
 
-def _four_parts(seq: music_pb2.NoteSequence, name: str, steps_per_quarter: int) -> np.ndarray:
+def _four_parts(seq: midi.NoteSequence, name: str, steps_per_quarter: int) -> np.ndarray:
   seq = _quantized(seq, steps_per_quarter)
   groups = _voice_groups(seq)
   if len(groups) != NUM_INSTRUMENTS:
@@ -226,7 +224,7 @@ def _four_parts(seq: music_pb2.NoteSequence, name: str, steps_per_quarter: int) 
   return pitches_TI
 
 
-def four_part_pitches(seq: music_pb2.NoteSequence, *, name: str = 'sequence',
+def four_part_pitches(seq: midi.NoteSequence, *, name: str = 'sequence',
                       steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
   """A MIDI file's NoteSequence as a training chorale (T, 4), or UserError saying why it is not
   one: Coconet learns four voices, so a piece must have exactly four pitched parts (see
@@ -275,7 +273,7 @@ def melody_from_pitches(pitches: Sequence[int | None], steps_per_note: int = 4) 
   return np.repeat(np.asarray(values, np.float32), steps_per_note)
 
 
-def melody_from_sequence(seq: music_pb2.NoteSequence, *, name: str = 'melody',
+def melody_from_sequence(seq: midi.NoteSequence, *, name: str = 'melody',
                          steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
   """A NoteSequence -> (T,) soprano on the 16th grid: the highest sounding pitch per step.
 
@@ -326,14 +324,14 @@ def fit_soprano_range(soprano_T: np.ndarray, *, transpose: bool = False,
       f'({low}..{high}): {shown}{more}; use --transpose to shift the melody by octaves')
 
 
-def soprano_from_melody(melody: music_pb2.NoteSequence | Sequence[int | None], *,
+def soprano_from_melody(melody: midi.NoteSequence | Sequence[int | None], *,
                         steps_per_note: int = 4, transpose: bool = False,
                         name: str = 'melody', num_steps: int | None = None) -> np.ndarray:
   """A melody (NoteSequence or list of MIDI pitches) -> (T,) soprano in range, 16th grid.
 
   num_steps: keep only the first num_steps 16th steps (before the range check).
   """
-  if isinstance(melody, music_pb2.NoteSequence):
+  if isinstance(melody, midi.NoteSequence):
     soprano_T = melody_from_sequence(melody, name=name)
   else:
     soprano_T = melody_from_pitches(melody, steps_per_note)

@@ -273,7 +273,7 @@ class Coconet(nnx.Module):
         elif counter % 2 == 0 and 0 < i < num_layers - 1:
           x_BTPC = x_BTPC + saved
       if i < num_layers - 1:
-        x_BTPC = _materialized(nnx.relu(x_BTPC))
+        x_BTPC = _layer_output(nnx.relu(x_BTPC))
     return x_BTPC
 
   def _pre_relu_sum_forward(self, x_BTPC: jax.Array) -> jax.Array:
@@ -288,8 +288,14 @@ class Coconet(nnx.Module):
         x_BTPC = x_BTPC + residual
         residual = x_BTPC
       if i < num_layers - 1:
-        x_BTPC = _materialized(nnx.relu(x_BTPC))
+        x_BTPC = _layer_output(nnx.relu(x_BTPC))
     return x_BTPC
+
+
+def _layer_output(x: jax.Array) -> jax.Array:
+  """A layer's output as the next layers read it: on the CPU, its own buffer (_materialized). A
+  GPU's while loop would cost a device-to-host read per layer, and its fusion is not the CPU's."""
+  return _materialized(x) if jax.default_backend() == 'cpu' else x
 
 
 @jax.custom_vjp

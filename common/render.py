@@ -5,6 +5,8 @@ WAV rendering uses the `fluidsynth` program with a General MIDI soundfont when b
 otherwise a small additive synthesizer in numpy, so that a WAV can always be made.
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import shutil
@@ -13,14 +15,12 @@ import tempfile
 import wave
 
 from absl import logging
-import note_seq
-from note_seq import sequences_lib
 import numpy as np
 
 from common import files
+from common import midi
 from common.errors import UserError
 
-NoteSequence = note_seq.NoteSequence
 
 SOUNDFONT_ENV = 'MUSICGEN_SOUNDFONT'
 # 'builtin' or 'fluidsynth' forces a synthesizer; unset or 'auto' prefers fluidsynth.
@@ -47,10 +47,11 @@ def note_name(pitch: int) -> str:
 # ----------------------------------------------------------------------------- piano roll
 
 
-def _note_times(seq: NoteSequence) -> tuple[np.ndarray, np.ndarray, str]:
+def _note_times(seq: midi.NoteSequence) -> tuple[np.ndarray, np.ndarray, str]:
   """(starts, ends, unit) per note: beats for quantized sequences, else seconds."""
   notes = seq.notes
-  if sequences_lib.is_quantized_sequence(seq) and seq.quantization_info.steps_per_quarter > 0:
+  quantized = midi.sequences_lib.is_quantized_sequence(seq)
+  if quantized and seq.quantization_info.steps_per_quarter > 0:
     steps_per_quarter = seq.quantization_info.steps_per_quarter
     starts = np.array([n.quantized_start_step for n in notes], float) / steps_per_quarter
     ends = np.array([n.quantized_end_step for n in notes], float) / steps_per_quarter
@@ -60,14 +61,14 @@ def _note_times(seq: NoteSequence) -> tuple[np.ndarray, np.ndarray, str]:
   return starts, ends, 'seconds'
 
 
-def _voice_label(seq: NoteSequence, instrument: int, program: int, is_drum: bool) -> str:
+def _voice_label(seq: midi.NoteSequence, instrument: int, program: int, is_drum: bool) -> str:
   names = {info.instrument: info.name for info in seq.instrument_infos if info.name}
   if instrument in names:
     return names[instrument]
   return f'drums (inst {instrument})' if is_drum else f'inst {instrument}, program {program}'
 
 
-def piano_roll_png(seq: NoteSequence, path: str, title: str | None = None) -> None:
+def piano_roll_png(seq: midi.NoteSequence, path: str, title: str | None = None) -> None:
   """Draws `seq` as a piano roll: one colour per voice, drums as crosses; written atomically."""
   # Figure + the Agg canvas directly: no pyplot global state and no display needed.
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
@@ -148,7 +149,7 @@ def find_fluidsynth() -> tuple[str, str] | None:
   return None
 
 
-def render_wav(seq: NoteSequence, path: str, sample_rate: int = 22050, *,
+def render_wav(seq: midi.NoteSequence, path: str, sample_rate: int = 22050, *,
                synth: str | None = None) -> str:
   """Writes `seq` as a WAV file; returns the synthesizer used, 'fluidsynth' or 'builtin'.
 
@@ -185,11 +186,11 @@ def render_wav(seq: NoteSequence, path: str, sample_rate: int = 22050, *,
   return 'builtin'
 
 
-def _render_with_fluidsynth(seq: NoteSequence, path: str, sample_rate: int, executable: str,
+def _render_with_fluidsynth(seq: midi.NoteSequence, path: str, sample_rate: int, executable: str,
                             soundfont: str) -> None:
   with tempfile.TemporaryDirectory() as tmp_dir, files.atomic_path(path) as tmp_wav:
     midi_path = os.path.join(tmp_dir, 'in.mid')
-    note_seq.sequence_proto_to_midi_file(seq, midi_path)
+    midi.note_seq.sequence_proto_to_midi_file(seq, midi_path)
     # -n: no MIDI input, -i: no shell, -F: render as fast as possible into a file.
     command = [executable, '-ni', '-F', tmp_wav, '-T', 'wav', '-r', str(sample_rate),
                soundfont, midi_path]
@@ -211,20 +212,20 @@ def write_wav(audio: np.ndarray, path: str, sample_rate: int) -> None:
       f.writeframes(pcm.tobytes())
 
 
-def _with_sustain(seq: NoteSequence) -> NoteSequence:
+def _with_sustain(seq: midi.NoteSequence) -> midi.NoteSequence:
   """Lengthens notes held by the sustain pedal (performance MIDI sounds dry without it)."""
   has_pedal = any(cc.control_number == 64 for cc in seq.control_changes)
-  if not has_pedal or sequences_lib.is_quantized_sequence(seq):
+  if not has_pedal or midi.sequences_lib.is_quantized_sequence(seq):
     return seq
   try:
-    return sequences_lib.apply_sustain_control_changes(seq)
+    return midi.sequences_lib.apply_sustain_control_changes(seq)
   except Exception as e:  # pylint: disable=broad-except
     # Odd pedal data is not worth losing the audio over.
     logging.warning('render_wav: ignoring the sustain pedal (%s).', e)
     return seq
 
 
-def synthesize(seq: NoteSequence, sample_rate: int = 22050) -> np.ndarray:
+def synthesize(seq: midi.NoteSequence, sample_rate: int = 22050) -> np.ndarray:
   """Built-in synth: float32 mono audio lasting total_time + RELEASE_SECONDS, peak <= 0.9."""
   seq = _with_sustain(seq)
   out = np.zeros(num_samples_for(seq, sample_rate), np.float64)
@@ -342,7 +343,7 @@ def wav_duration(path: str) -> float:
     return f.getnframes() / f.getframerate()
 
 
-def num_samples_for(seq: NoteSequence, sample_rate: int) -> int:
+def num_samples_for(seq: midi.NoteSequence, sample_rate: int) -> int:
   """Samples the built-in synth writes: (total_time + RELEASE_SECONDS) x rate, at least 1."""
   end_time = max([seq.total_time] + [n.end_time for n in seq.notes])
   return max(int(round((end_time + RELEASE_SECONDS) * sample_rate)), 1)
