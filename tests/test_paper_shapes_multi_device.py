@@ -24,7 +24,8 @@ def test_a_paper_step_on_8_devices_matches_one_device(model):
   assert result['loss_8'] == pytest.approx(result['loss_1'], rel=1e-4)
   assert result['grad_norm_8'] == pytest.approx(result['grad_norm_1'], rel=1e-4)
   # Sign flips of gradients within rounding of zero (see the script): 0.08% of Coconet's
-  # parameters, whose sparse piano-roll inputs and ReLUs leave many gradients near zero (the other
-  # models: at most 0.01%, 2026-12-06). Devices stepping on their own shards' gradients would disagree on a
-  # large share of signs; a wrong scale of the summed gradient shows in its norm above.
+  # parameters, whose sparse piano-roll inputs and ReLUs leave many gradients near zero (the
+  # other models: at most 0.01%, 2026-12-06). Devices stepping on their own shards' gradients
+  # would disagree on a large share of signs; a wrong scale of the summed gradient shows in its
+  # norm above.
   assert result['moved_differently'] <= 1e-2 * result['parameters'], result
