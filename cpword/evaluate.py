@@ -234,7 +234,11 @@ def evaluate_from_flags(model: nnx.Module, config: ml_collections.ConfigDict,
   songs = train.tokenized_dataset(config, split)
   unit = 'events' if config.representation == 'remi' else 'words'
   if options.get('context_lengths'):
-    lengths = [int(c) for c in options['context_lengths']]
+    try:
+      lengths = [int(c) for c in options['context_lengths']]
+    except ValueError:
+      raise UserError(f'--context_lengths={",".join(options["context_lengths"])}: give whole '
+                      'numbers of words, e.g. 256,512,1024,2048') from None
     result = context_nll(model, config, songs, lengths)
     print(f'cpword {config.get("variant", "")} ({config.representation}) on {config.dataset} '
           f'{split}')

@@ -48,6 +48,8 @@ _SECONDS = flags.DEFINE_float('seconds', 10.0, 'pianonet: seconds per generated 
 _CONTEXTS = flags.DEFINE_list(
     'context_lengths', None, 'cpword: instead of the split\'s loss, the NLL per note of the same '
     'target words given these many words of context, e.g. 256,512,1024,2048.')
+flags.register_validator('context_lengths', lambda v: v is None or all(c.isdigit() for c in v),
+                         message='give whole numbers of words, e.g. 256,512,1024,2048')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the results as JSON here.')
 flags.mark_flags_as_required(['workdir'])
 

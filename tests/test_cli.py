@@ -72,3 +72,12 @@ def test_a_bad_override_or_variant_gets_one_line_of_the_same_shape(model, tmp_pa
   assert result.stderr.startswith(f"error: {model}: unknown config variant 'nope'; choose one of "
                                   'tiny, ')
   assert result.stderr.count('\n') == 1
+
+
+def test_a_bad_context_length_is_refused_at_the_flags(tmp_path):
+  result, seconds = _run('experiments.evaluate', f'--workdir={tmp_path}',
+                         '--context_lengths=256,abc')
+  assert result.returncode == 1
+  assert result.stderr.startswith('error: flag --context_lengths=')
+  assert 'whole numbers' in result.stderr
+  assert 'Traceback' not in result.stderr and seconds < 5
