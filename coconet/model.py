@@ -30,6 +30,7 @@ separable_bias=False, separable_final_layers=False.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -123,7 +124,11 @@ _PAD_AREA_RATIO_LIMIT = 2.5
 def padded_area_ratio(kernel_hw: tuple[int, int], dilation: tuple[int, int], steps: int,
                       pitches: int) -> float:
   """(time x pitch) area of the SAME-padded input over the unpadded one."""
-  (lo_t, hi_t), (lo_p, hi_p) = _same_pads(kernel_hw, dilation)
+  return _padded_area_ratio(tap_offsets(kernel_hw, dilation), steps, pitches)
+
+
+def _padded_area_ratio(offsets, steps: int, pitches: int) -> float:
+  (lo_t, hi_t), (lo_p, hi_p) = _pads_for(offsets)
   return (steps + lo_t + hi_t) * (pitches + lo_p + hi_p) / (steps * pitches)
 
 
@@ -131,7 +136,8 @@ class DepthwiseConv(nnx.Module):
   """A (dilated) depthwise conv, SAME padded, as shifted per-channel products, one per tap.
 
   Equal to nnx.Conv(..., feature_group_count=C) but 10-40x faster on XLA's CPU backend, whose
-  grouped convolutions are slow; the kernel has nnx.Conv's shape (kh, kw, 1, C).
+  grouped convolutions are slow; the kernel has nnx.Conv's shape (kh, kw, 1, C). Its gradient is
+  written by hand (depthwise_taps).
   """
 
   def __init__(self, features: int, kernel: tuple[int, int], *, dilation: tuple[int, int],
@@ -140,43 +146,116 @@ class DepthwiseConv(nnx.Module):
     self.dilation = tuple(dilation)
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
-    ratio = padded_area_ratio(self.kernel.shape[:2], self.dilation, x_BTPC.shape[1],
-                              x_BTPC.shape[2])
-    if ratio <= _PAD_AREA_RATIO_LIMIT:
-      return self._padded_taps(x_BTPC)
-    return self._windowed_taps(x_BTPC)
+    return depthwise_taps(x_BTPC, self.kernel[...], self.dilation)
 
   def _padded_taps(self, x_BTPC: jax.Array) -> jax.Array:
-    kt, kp = self.kernel.shape[:2]
-    dt, dp = self.dilation
-    steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-    x = jnp.pad(x_BTPC, [(0, 0), *_same_pads((kt, kp), self.dilation), (0, 0)])
-    kernel = self.kernel[...]
-    out = None
-    for a in range(kt):
-      for b in range(kp):
-        term = x[:, a * dt:a * dt + steps, b * dp:b * dp + pitches, :] * kernel[a, b, 0]
-        out = term if out is None else out + term
-    return out
+    return _shifted_sum(x_BTPC, self._tap_weights(), self._offsets(), 'padded')
 
   def _windowed_taps(self, x_BTPC: jax.Array) -> jax.Array:
-    """out[t, p] += x[t + st, p + sp] * k over the (t, p) where the source is inside x."""
-    kt, kp = self.kernel.shape[:2]
-    dt, dp = self.dilation
-    steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-    (lo_t, _), (lo_p, _) = _same_pads((kt, kp), self.dilation)
-    kernel = self.kernel[...]
-    out = jnp.zeros(x_BTPC.shape, jnp.result_type(x_BTPC, kernel))
-    for a in range(kt):
-      for b in range(kp):
-        st, sp = a * dt - lo_t, b * dp - lo_p  # source offset of this tap
-        t0, t1 = max(0, -st), min(steps, steps - st)
-        p0, p1 = max(0, -sp), min(pitches, pitches - sp)
-        if t0 >= t1 or p0 >= p1:
-          continue  # this tap only ever sees padding
-        window = x_BTPC[:, t0 + st:t1 + st, p0 + sp:p1 + sp, :] * kernel[a, b, 0]
-        out = out.at[:, t0:t1, p0:p1, :].add(window)
+    return _shifted_sum(x_BTPC, self._tap_weights(), self._offsets(), 'windowed')
+
+  def _offsets(self) -> tuple[tuple[int, int], ...]:
+    return tap_offsets(self.kernel.shape[:2], self.dilation)
+
+  def _tap_weights(self) -> jax.Array:
+    return self.kernel[...].reshape(-1, self.kernel.shape[-1])
+
+
+def tap_offsets(kernel_hw: tuple[int, int], dilation: tuple[int, int]
+                ) -> tuple[tuple[int, int], ...]:
+  """(time, pitch) source offset of each tap of a SAME-padded dilated kernel, row-major: output
+  (t, p) reads input (t + dt, p + dp)."""
+  (lo_t, _), (lo_p, _) = _same_pads(kernel_hw, dilation)
+  return tuple((a * dilation[0] - lo_t, b * dilation[1] - lo_p)
+               for a in range(kernel_hw[0]) for b in range(kernel_hw[1]))
+
+
+def _pads_for(offsets) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Zeros needed before and after (time, pitch) for every offset's source to exist."""
+  return tuple((max(0, -min(o[axis] for o in offsets)), max(0, max(o[axis] for o in offsets)))
+               for axis in (0, 1))
+
+
+def _tap_strategy(offsets, steps: int, pitches: int) -> str:
+  """'padded' (pad once, sum the shifted slices) unless the padded (time x pitch) area passes
+  _PAD_AREA_RATIO_LIMIT times the unpadded one; then 'windowed' (add each tap into the window
+  where its source exists)."""
+  ratio = _padded_area_ratio(offsets, steps, pitches)
+  return 'padded' if ratio <= _PAD_AREA_RATIO_LIMIT else 'windowed'
+
+
+def _shifted_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets, strategy: str) -> jax.Array:
+  """out[:, t, p] = sum over taps k of x[:, t + dt_k, p + dp_k] * weights[k], zero outside x."""
+  steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
+  if strategy == 'padded':
+    (lo_t, hi_t), (lo_p, hi_p) = _pads_for(offsets)
+    x = jnp.pad(x_BTPC, [(0, 0), (lo_t, hi_t), (lo_p, hi_p), (0, 0)])
+    out = None
+    for (dt, dp), w in zip(offsets, weights_KC):
+      term = x[:, lo_t + dt:lo_t + dt + steps, lo_p + dp:lo_p + dp + pitches, :] * w
+      out = term if out is None else out + term
     return out
+  out = jnp.zeros(x_BTPC.shape, jnp.result_type(x_BTPC, weights_KC))
+  for (dt, dp), w in zip(offsets, weights_KC):
+    window = _source_window(dt, dp, steps, pitches)
+    if window is None:
+      continue  # this tap only ever reads padding
+    (t0, t1), (p0, p1) = window
+    out = out.at[:, t0:t1, p0:p1, :].add(x_BTPC[:, t0 + dt:t1 + dt, p0 + dp:p1 + dp, :] * w)
+  return out
+
+
+def _source_window(dt: int, dp: int, steps: int, pitches: int):
+  """The output (t0, t1), (p0, p1) whose source (t + dt, p + dp) lies inside x (None if empty)."""
+  t0, t1 = max(0, -dt), min(steps, steps - dt)
+  p0, p1 = max(0, -dp), min(pitches, pitches - dp)
+  return None if t0 >= t1 or p0 >= p1 else ((t0, t1), (p0, p1))
+
+
+def depthwise_taps(x_BTPC: jax.Array, kernel_HW1C: jax.Array, dilation: tuple[int, int]
+                   ) -> jax.Array:
+  """The SAME-padded dilated depthwise conv of DepthwiseConv (kernel (kh, kw, 1, C))."""
+  offsets = tap_offsets(kernel_HW1C.shape[:2], tuple(dilation))
+  weights_KC = kernel_HW1C.reshape(-1, kernel_HW1C.shape[-1])
+  return _depthwise(x_BTPC, weights_KC, offsets)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise(x_BTPC, weights_KC, offsets):
+  strategy = _tap_strategy(offsets, x_BTPC.shape[1], x_BTPC.shape[2])
+  return _shifted_sum(x_BTPC, weights_KC, offsets, strategy)
+
+
+def _depthwise_fwd(x_BTPC, weights_KC, offsets):
+  return _depthwise(x_BTPC, weights_KC, offsets), (x_BTPC, weights_KC)
+
+
+def _depthwise_bwd(offsets, residuals, g_BTPC):
+  """The input gradient is the same sum with the offsets negated; each tap's weight gradient is
+  its source window times the cotangent, summed.
+
+  Written out because XLA:CPU does both badly from autodiff: the transposed pads and slices fuse
+  into one loop with a bounds check per tap and element, and a reduction of a fused product runs
+  on XLA's own loop instead of YNNPACK's. Each tap's product is kept as its own buffer
+  (_materialized) so that its sum goes to YNNPACK.
+  """
+  x_BTPC, weights_KC = residuals
+  steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
+  flipped = tuple((-dt, -dp) for dt, dp in offsets)
+  dx = _shifted_sum(g_BTPC, weights_KC, flipped, _tap_strategy(flipped, steps, pitches))
+  grads = []
+  for dt, dp in offsets:
+    window = _source_window(dt, dp, steps, pitches)
+    if window is None:
+      grads.append(jnp.zeros(weights_KC.shape[1:], weights_KC.dtype))
+      continue
+    (t0, t1), (p0, p1) = window
+    product = (x_BTPC[:, t0 + dt:t1 + dt, p0 + dp:p1 + dp, :] * g_BTPC[:, t0:t1, p0:p1, :])
+    grads.append(jnp.sum(_as_buffer(product), axis=(0, 1, 2)))
+  return dx.astype(x_BTPC.dtype), jnp.stack(grads).astype(weights_KC.dtype)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class ConvBN(nnx.Module):
@@ -273,7 +352,7 @@ class Coconet(nnx.Module):
         elif counter % 2 == 0 and 0 < i < num_layers - 1:
           x_BTPC = x_BTPC + saved
       if i < num_layers - 1:
-        x_BTPC = _layer_output(nnx.relu(x_BTPC))
+        x_BTPC = _as_buffer(nnx.relu(x_BTPC))
     return x_BTPC
 
   def _pre_relu_sum_forward(self, x_BTPC: jax.Array) -> jax.Array:
@@ -288,13 +367,14 @@ class Coconet(nnx.Module):
         x_BTPC = x_BTPC + residual
         residual = x_BTPC
       if i < num_layers - 1:
-        x_BTPC = _layer_output(nnx.relu(x_BTPC))
+        x_BTPC = _as_buffer(nnx.relu(x_BTPC))
     return x_BTPC
 
 
-def _layer_output(x: jax.Array) -> jax.Array:
-  """A layer's output as the next layers read it: on the CPU, its own buffer (_materialized). A
-  GPU's while loop would cost a device-to-host read per layer, and its fusion is not the CPU's."""
+def _as_buffer(x: jax.Array) -> jax.Array:
+  """x as its own buffer on the CPU (_materialized), so that its consumers read it instead of
+  recomputing it, and a reduction of it runs on YNNPACK. A GPU's while loop would cost a
+  device-to-host read each, and its fusion is not the CPU's."""
   return _materialized(x) if jax.default_backend() == 'cpu' else x
 
 

@@ -50,25 +50,33 @@ def test_layer_plan():
     model_lib.Coconet(num_layers=3, num_filters=8, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize('dilation', [(1, 1), (2, 2), (8, 8), (16, 32)])  # padded and windowed
-def test_depthwise_conv_equals_grouped_conv(dilation):
+# Padded ((1, 1), (2, 2), (8, 8)) and windowed ((16, 32)) taps; 2x2 kernels pad only at the end.
+@pytest.mark.parametrize('kernel,dilation', [((3, 3), (1, 1)), ((3, 3), (2, 2)), ((3, 3), (8, 8)),
+                                             ((3, 3), (16, 32)), ((2, 2), (1, 1))])
+def test_depthwise_conv_equals_grouped_conv(kernel, dilation):
+  """Values and gradients: the model's depthwise conv (hand-written gradient) against XLA's
+  grouped conv, and both tap strategies differentiated by autodiff."""
   he_normal = nnx.initializers.he_normal()
-  dw = model_lib.DepthwiseConv(8, (3, 3), dilation=dilation, kernel_init=he_normal,
+  dw = model_lib.DepthwiseConv(8, kernel, dilation=dilation, kernel_init=he_normal,
                                rngs=nnx.Rngs(0))
-  grouped = nnx.Conv(8, 8, (3, 3), kernel_dilation=dilation, feature_group_count=8,
+  grouped = nnx.Conv(8, 8, kernel, kernel_dilation=dilation, feature_group_count=8,
                      use_bias=False, kernel_init=he_normal, rngs=nnx.Rngs(1))
   grouped.kernel[...] = dw.kernel[...]
   x = jax.random.normal(jax.random.key(0), (2, 9, 46, 8))
   np.testing.assert_allclose(dw(x), grouped(x), rtol=1e-5, atol=1e-5)
-  # Both tap strategies, values and gradients (the windowed one is differentiated through
-  # scatter-adds).
   np.testing.assert_allclose(dw._padded_taps(x), dw._windowed_taps(x), rtol=1e-5, atol=1e-5)
   cotangent = jax.random.normal(jax.random.key(1), x.shape)
-  grads = [nnx.grad(lambda m, x: jnp.sum(f(m)(x) * cotangent), argnums=(0, 1))(dw, x)
-           for f in (lambda m: m._padded_taps, lambda m: m._windowed_taps)]
-  np.testing.assert_allclose(grads[0][0].kernel[...], grads[1][0].kernel[...], rtol=1e-4,
-                             atol=1e-4)
-  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+
+  def grads_of(call, module):
+    return nnx.grad(lambda m, x: jnp.sum(call(m, x) * cotangent), argnums=(0, 1))(module, x)
+
+  expected_kernel, expected_x = grads_of(lambda m, x: m(x), grouped)
+  for call in (lambda m, x: m(x), lambda m, x: m._padded_taps(x),
+               lambda m, x: m._windowed_taps(x)):
+    got_kernel, got_x = grads_of(call, dw)
+    np.testing.assert_allclose(got_kernel.kernel[...], expected_kernel.kernel[...], rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(got_x, expected_x, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('kernel,dilation,channels', [((3, 3), (1, 1), (5, 7)),
