@@ -213,6 +213,18 @@ def test_ancestral_chronological_argmax_equals_brute_force(tiny_model):
   np.testing.assert_array_equal(out, pitches)
 
 
+def test_sample_pitches_draws_over_pitch_and_takes_the_argmax_at_temperature_0():
+  """Both branches of the draw: the inverse-CDF draw along the pitch axis, and the argmax."""
+  from common import sampling  # pylint: disable=g-import-not-at-top
+  logits = jax.random.normal(jax.random.key(3), (2, 5, data.NUM_PITCHES, 4)) * 3
+  key = jax.random.key(4)
+  np.testing.assert_array_equal(sample.sample_pitches(key, logits, 0.0),
+                                np.argmax(np.asarray(logits), axis=2))
+  np.testing.assert_array_equal(
+      sample.sample_pitches(key, logits, 0.5),
+      sampling.categorical(key, np.swapaxes(np.asarray(logits), 2, 3) / 0.5))
+
+
 def test_generate_upsample_revoice(tiny_model):
   key = jax.random.key(3)
   scratch = sample.generate_from_scratch(tiny_model, key, 8, num_samples=2, gibbs_steps=9)
