@@ -74,8 +74,8 @@ def _same_pads(kernel_hw: tuple[int, int], dilation: tuple[int, int]) -> list[tu
   return pads
 
 
-def _conv_forward(x_BTPC, kernel_HWIO, dilation, compute_dtype=None):
-  """The conv; with compute_dtype bfloat16 its products take bf16 operands and accumulate and
+def conv_forward(x_BTPC, kernel_HWIO, dilation, compute_dtype=None):
+  """The SAME-padded conv of a Conv layer (kernel (kh, kw, in, out)); with compute_dtype bfloat16 its products take bf16 operands and accumulate and
   return float32 (mixed precision: the parameters stay float32)."""
   accumulate = None
   if compute_dtype is not None and jnp.dtype(compute_dtype) != x_BTPC.dtype:
@@ -107,7 +107,7 @@ class Conv(nnx.Module):
     self.compute_dtype = compute_dtype
 
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
-    return _conv_forward(x_BTPC, self.kernel[...], self.dilation, self.compute_dtype)
+    return conv_forward(x_BTPC, self.kernel[...], self.dilation, self.compute_dtype)
 
 
 # Above this ratio of padded to unpadded (time x pitch) area, DepthwiseConv adds each tap into

@@ -7,6 +7,8 @@ the table gives each ratio.
 
 from __future__ import annotations
 
+import functools
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -47,7 +49,8 @@ def train_step_result(name: str, config, *, repeats: int, warmup: int) -> dict:
       repeats=repeats, warmup=warmup)
   return bench.result(name, seconds, flops=flops,
                       throughput=f'{config.batch_size / seconds:.1f} crops/s',
-                      note=f'batch {config.batch_size}, crop {config.crop_len}')
+                      note=f'batch {config.batch_size}, crop {config.crop_len}'
+                           + ('; mixed precision' if config.get('mixed_precision') else ''))
 
 
 def _eval_model(config):
@@ -103,11 +106,77 @@ def small_dilated(repeats: int, warmup: int) -> list[dict]:
                           repeats=repeats, warmup=warmup)
   ratio = (64 / many['seconds']) / (1 / one['seconds'])
   many['note'] += f'; {ratio:.1f}x the single-piece rate'
+  mixed = small_dilated_config()
+  mixed.mixed_precision = True
   return [
       train_step_result('coconet/small_dilated/train_step', config, repeats=repeats,
                         warmup=warmup),
+      train_step_result('coconet/small_dilated/train_step_mixed', mixed, repeats=repeats,
+                        warmup=warmup),
+      train_step_products('coconet/small_dilated/train_step_products', config, repeats=repeats,
+                          warmup=warmup),
+      train_step_products('coconet/small_dilated/train_step_products_mixed', config,
+                          repeats=repeats, warmup=warmup, compute_dtype='bfloat16'),
       one, many,
   ]
+
+
+def _product_shapes(model) -> list[tuple[jax.Array, tuple[int, int]]]:
+  """Each layer's dense product: (kernel (kh, kw, in, out), dilation); a separable layer's is its
+  pointwise 1x1 kernel."""
+  shapes = []
+  for layer in model.layers:
+    dilation = (1, 1) if layer.depthwise is not None else layer.conv.dilation
+    shapes.append((layer.conv.kernel[...], dilation))
+  return shapes
+
+
+def _random_inputs(kernels, batch_size: int, steps: int, seed: int):
+  key = jax.random.key(seed)
+  inputs, cotangents = [], []
+  for n, (kernel, _) in enumerate(kernels):
+    in_key, out_key = jax.random.split(jax.random.fold_in(key, n))
+    inputs.append(jax.random.normal(in_key, (batch_size, steps, data.NUM_PITCHES,
+                                             kernel.shape[2])))
+    cotangents.append(jax.random.normal(out_key, (batch_size, steps, data.NUM_PITCHES,
+                                                  kernel.shape[3])))
+  return inputs, cotangents
+
+
+def train_step_products(name: str, config, *, repeats: int, warmup: int,
+                        compute_dtype: str | None = None) -> dict:
+  """The train step's convolutions and matrix products alone, as XLA runs them: every layer's
+  forward product with its kernel gradient, and its input gradient from the second layer on, at
+  the step's shapes, in one jitted program. Nothing else of the step (depthwise taps, batch
+  norms, ReLUs, loss, Adam) is in it, so the whole step cannot take less on this machine unless
+  its products run faster than XLA runs them alone. compute_dtype 'bfloat16': the products of
+  config.mixed_precision (bf16 operands, f32 accumulation)."""
+  model = _eval_model(config)
+  kernels = _product_shapes(model)
+  inputs, cotangents = _random_inputs(kernels, config.batch_size, config.crop_len, seed=1)
+
+  def products(inputs, cotangents, weights):
+    outs = []
+    for n, (x, g, weight, (_, dilation)) in enumerate(zip(inputs, cotangents, weights, kernels)):
+      conv = functools.partial(model_lib.conv_forward, dilation=dilation,
+                               compute_dtype=compute_dtype)
+      if n == 0:  # the model's input is data: no input gradient
+        y, vjp = jax.vjp(lambda w, x=x, conv=conv: conv(x, w), weight)
+      else:
+        y, vjp = jax.vjp(conv, x, weight)
+      outs.append((y, vjp(g)))
+    return outs
+
+  jitted = jax.jit(products)
+  weights = [kernel for kernel, _ in kernels]
+  seconds = bench.median_seconds(lambda: bench.block(jitted(inputs, cotangents, weights)),
+                                 repeats=repeats, warmup=warmup)
+  return bench.result(name, seconds, flops=bench.compiled_flops(jitted, inputs, cotangents,
+                                                                weights),
+                      note=f'batch {config.batch_size}, crop {config.crop_len}: the train step\'s '
+                           'convolutions and matrix products alone (forward, kernel and input '
+                           'gradients), nothing else of the step'
+                           + ('; bf16 operands, f32 accumulation' if compute_dtype else ''))
 
 
 # The two ways coconet.model.DepthwiseConv adds its taps, at batch 64 of the small-dilated config's

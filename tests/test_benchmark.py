@@ -10,6 +10,7 @@ import os
 import stat
 
 import jax
+import numpy as np
 import pytest
 
 from common.errors import UserError
@@ -105,6 +106,30 @@ def test_forward_chunk_rows_name_the_chunk_sampling_uses():
   assert all(r['seconds'] > 0 and r['gflops_per_s'] > 0 for r in results)
   # 32 x 46 x 64 f32 is 0.38 MB a piece: 4 pieces fit the 3 MB budget, so the whole batch of 4.
   assert [r['model_uses_it'] for r in results] == [False, True]
+
+
+def test_train_step_products_row_counts_every_product_and_nothing_else():
+  """The products-only row does each layer's forward product, kernel gradient and (from the
+  second layer on) input gradient: XLA's FLOP count is that sum, and below the whole step's."""
+  from coconet import data
+  from coconet import model as model_lib
+  from experiments import bench_coconet
+  config = bench_coconet.small_dilated_config()
+  config.batch_size, config.crop_len = 2, 8
+  config.model.num_layers, config.model.num_filters = 5, 8
+  row = bench_coconet.train_step_products('products', config, repeats=1, warmup=0)
+  step = bench_coconet.train_step_result('step', config, repeats=1, warmup=0)
+  model = bench_coconet._eval_model(config)
+  expected = 0
+  for n, layer in enumerate(model.layers):
+    kh, kw, cin, cout = layer.conv.kernel.shape
+    # XLA counts the multiply-adds of each tap where its source is inside the input.
+    in_bounds = sum((config.crop_len - abs(dt)) * (data.NUM_PITCHES - abs(dp))
+                    for dt, dp in model_lib.tap_offsets((kh, kw), layer.conv.dilation))
+    expected += (2 if n == 0 else 3) * 2 * config.batch_size * in_bounds * cin * cout
+  flops = row['gflops_per_s'] * row['seconds'] * 1e9
+  np.testing.assert_allclose(flops, expected, rtol=0.02)
+  assert flops < step['gflops_per_s'] * step['seconds'] * 1e9
 
 
 def test_pitch_draw_rows_time_both_samplers():
@@ -208,7 +233,7 @@ def test_ratio_column_pairs_rows_of_one_run_and_leaves_the_others_empty():
   assert cells['coconet/paper/train_step'][4:7] == [
       '12.50 s', '1.25x', "1.25x the original's speed in this run; aim >= 1.25x: met"]
   assert cells['coconet/small_dilated/train_step'][5:7] == [
-      '1.50x', "1.50x the original's speed in this run; aim >= 2x: not met"]
+      '1.50x', "1.50x the original's speed in this run (f32); aim >= 2x: not met"]
   assert cells['musicvae/mel_2bar_small/train_step_b64'][6] == (
       "2.00x the original's speed in this run (f32); aim >= 2x: met")
   assert cells['musicvae/mel_2bar_small/train_step_b64_mixed'][4:7] == [
