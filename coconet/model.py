@@ -110,34 +110,12 @@ class Conv(nnx.Module):
     return conv_forward(x_BTPC, self.kernel[...], self.dilation, self.compute_dtype)
 
 
-# Above this ratio of padded to unpadded (time x pitch) area, DepthwiseConv adds each tap into
-# the overlapping window instead of padding: with the Doodle's dilation (16, 32) on 32 x 46 (4.8x)
-# most of a padded array is zeros, and writing it costs more than the per-tap adds. Below it one
-# padded pass wins: the 9 scatter-adds each read and write the whole output. (16, 16) (3.4x) is
-# close either way and stays windowed. The limit was 1.3 before, which sent (4, 4) and (8, 8) to
-# the windows. `python -m experiments.benchmark --only=coconet/depthwise_taps` (batch 64, 2-core
-# AMD EPYC with AVX2), padded against windowed: dilation (4, 4) (1.47x) 7.5 against 23.7 ms,
-# (8, 8) (2.02x) 9.0 against 19.6 ms, (16, 16) 14.6 against 16.2 ms, (16, 32) 17.9 against 11.1.
-_PAD_AREA_RATIO_LIMIT = 2.5
-
-
-def padded_area_ratio(kernel_hw: tuple[int, int], dilation: tuple[int, int], steps: int,
-                      pitches: int) -> float:
-  """(time x pitch) area of the SAME-padded input over the unpadded one."""
-  return _padded_area_ratio(tap_offsets(kernel_hw, dilation), steps, pitches)
-
-
-def _padded_area_ratio(offsets, steps: int, pitches: int) -> float:
-  (lo_t, hi_t), (lo_p, hi_p) = _pads_for(offsets)
-  return (steps + lo_t + hi_t) * (pitches + lo_p + hi_p) / (steps * pitches)
-
-
 class DepthwiseConv(nnx.Module):
   """A (dilated) depthwise conv, SAME padded, as shifted per-channel products, one per tap.
 
   Equal to nnx.Conv(..., feature_group_count=C) but 10-40x faster on XLA's CPU backend, whose
-  grouped convolutions are slow; the kernel has nnx.Conv's shape (kh, kw, 1, C). Its gradient is
-  written by hand (depthwise_taps).
+  grouped convolutions are slow; the kernel has nnx.Conv's shape (kh, kw, 1, C). The sum runs
+  region by region (_region_sum) and its gradient is written by hand (depthwise_taps).
   """
 
   def __init__(self, features: int, kernel: tuple[int, int], *, dilation: tuple[int, int],
@@ -148,17 +126,10 @@ class DepthwiseConv(nnx.Module):
   def __call__(self, x_BTPC: jax.Array) -> jax.Array:
     return depthwise_taps(x_BTPC, self.kernel[...], self.dilation)
 
-  def _padded_taps(self, x_BTPC: jax.Array) -> jax.Array:
-    return _shifted_sum(x_BTPC, self._tap_weights(), self._offsets(), 'padded')
-
-  def _windowed_taps(self, x_BTPC: jax.Array) -> jax.Array:
-    return _shifted_sum(x_BTPC, self._tap_weights(), self._offsets(), 'windowed')
-
-  def _offsets(self) -> tuple[tuple[int, int], ...]:
-    return tap_offsets(self.kernel.shape[:2], self.dilation)
-
-  def _tap_weights(self) -> jax.Array:
-    return self.kernel[...].reshape(-1, self.kernel.shape[-1])
+  def taps_by(self, strategy: str, x_BTPC: jax.Array) -> jax.Array:
+    """The same sum by one of TAP_STRATEGIES, differentiated by autodiff (tests, benchmarks)."""
+    offsets = tap_offsets(self.kernel.shape[:2], self.dilation)
+    return TAP_STRATEGIES[strategy](x_BTPC, self.kernel[...].reshape(len(offsets), -1), offsets)
 
 
 def tap_offsets(kernel_hw: tuple[int, int], dilation: tuple[int, int]
@@ -170,31 +141,60 @@ def tap_offsets(kernel_hw: tuple[int, int], dilation: tuple[int, int]
                for a in range(kernel_hw[0]) for b in range(kernel_hw[1]))
 
 
-def _pads_for(offsets) -> tuple[tuple[int, int], tuple[int, int]]:
-  """Zeros needed before and after (time, pitch) for every offset's source to exist."""
-  return tuple((max(0, -min(o[axis] for o in offsets)), max(0, max(o[axis] for o in offsets)))
-               for axis in (0, 1))
+def _region_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets) -> jax.Array:
+  """out[:, t, p] = sum over taps k of x[:, t + dt_k, p + dp_k] * weights[k], zero outside x.
 
-
-def _tap_strategy(offsets, steps: int, pitches: int) -> str:
-  """'padded' (pad once, sum the shifted slices) unless the padded (time x pitch) area passes
-  _PAD_AREA_RATIO_LIMIT times the unpadded one; then 'windowed' (add each tap into the window
-  where its source exists)."""
-  ratio = _padded_area_ratio(offsets, steps, pitches)
-  return 'padded' if ratio <= _PAD_AREA_RATIO_LIMIT else 'windowed'
-
-
-def _shifted_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets, strategy: str) -> jax.Array:
-  """out[:, t, p] = sum over taps k of x[:, t + dt_k, p + dp_k] * weights[k], zero outside x."""
+  The (time, pitch) plane is cut where some tap's source crosses the edge of x, so that within
+  each block the same taps are inside x everywhere: a block is a sum of whole slices, the blocks
+  are concatenated. No padded copy is written and no element is checked against the edge, which
+  the alternatives (_padded_sum, _windowed_sum) do: 2-4x faster than the better of them on
+  Coconet's activations (docs/performance.md).
+  """
   steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-  if strategy == 'padded':
-    (lo_t, hi_t), (lo_p, hi_p) = _pads_for(offsets)
-    x = jnp.pad(x_BTPC, [(0, 0), (lo_t, hi_t), (lo_p, hi_p), (0, 0)])
-    out = None
-    for (dt, dp), w in zip(offsets, weights_KC):
-      term = x[:, lo_t + dt:lo_t + dt + steps, lo_p + dp:lo_p + dp + pitches, :] * w
-      out = term if out is None else out + term
-    return out
+  rows = []
+  for t0, t1 in _edge_free_ranges(steps, {dt for dt, _ in offsets}):
+    blocks = []
+    for p0, p1 in _edge_free_ranges(pitches, {dp for _, dp in offsets}):
+      block = None
+      for (dt, dp), w in zip(offsets, weights_KC):
+        if 0 <= t0 + dt and t1 + dt <= steps and 0 <= p0 + dp and p1 + dp <= pitches:
+          term = x_BTPC[:, t0 + dt:t1 + dt, p0 + dp:p1 + dp, :] * w
+          block = term if block is None else block + term
+      if block is None:  # every tap's source is outside x here
+        block = jnp.zeros((x_BTPC.shape[0], t1 - t0, p1 - p0, x_BTPC.shape[3]),
+                          jnp.result_type(x_BTPC, weights_KC))
+      blocks.append(block)
+    rows.append(blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=2))
+  return rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=1)
+
+
+def _edge_free_ranges(length: int, shifts) -> list[tuple[int, int]]:
+  """[start, stop) ranges covering 0..length, cut wherever i + shift enters or leaves 0..length
+  for one of the shifts."""
+  cuts = {0, length}
+  for shift in shifts:
+    cuts.update(c for c in (-shift, length - shift) if 0 < c < length)
+  cuts = sorted(cuts)
+  return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _padded_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets) -> jax.Array:
+  """_region_sum's result from a zero-padded copy of x (one slice per tap)."""
+  steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
+  (lo_t, hi_t), (lo_p, hi_p) = [
+      (max(0, -min(o[axis] for o in offsets)), max(0, max(o[axis] for o in offsets)))
+      for axis in (0, 1)]
+  x = jnp.pad(x_BTPC, [(0, 0), (lo_t, hi_t), (lo_p, hi_p), (0, 0)])
+  out = None
+  for (dt, dp), w in zip(offsets, weights_KC):
+    term = x[:, lo_t + dt:lo_t + dt + steps, lo_p + dp:lo_p + dp + pitches, :] * w
+    out = term if out is None else out + term
+  return out
+
+
+def _windowed_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets) -> jax.Array:
+  """_region_sum's result as one scatter-add per tap into the window where its source exists."""
+  steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
   out = jnp.zeros(x_BTPC.shape, jnp.result_type(x_BTPC, weights_KC))
   for (dt, dp), w in zip(offsets, weights_KC):
     window = _source_window(dt, dp, steps, pitches)
@@ -203,6 +203,10 @@ def _shifted_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets, strategy: st
     (t0, t1), (p0, p1) = window
     out = out.at[:, t0:t1, p0:p1, :].add(x_BTPC[:, t0 + dt:t1 + dt, p0 + dp:p1 + dp, :] * w)
   return out
+
+
+# How a depthwise conv's taps can be summed: the model uses 'regions'.
+TAP_STRATEGIES = {'regions': _region_sum, 'padded': _padded_sum, 'windowed': _windowed_sum}
 
 
 def _source_window(dt: int, dp: int, steps: int, pitches: int):
@@ -222,8 +226,7 @@ def depthwise_taps(x_BTPC: jax.Array, kernel_HW1C: jax.Array, dilation: tuple[in
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depthwise(x_BTPC, weights_KC, offsets):
-  strategy = _tap_strategy(offsets, x_BTPC.shape[1], x_BTPC.shape[2])
-  return _shifted_sum(x_BTPC, weights_KC, offsets, strategy)
+  return _region_sum(x_BTPC, weights_KC, offsets)
 
 
 def _depthwise_fwd(x_BTPC, weights_KC, offsets):
@@ -234,15 +237,14 @@ def _depthwise_bwd(offsets, residuals, g_BTPC):
   """The input gradient is the same sum with the offsets negated; each tap's weight gradient is
   its source window times the cotangent, summed.
 
-  Written out because XLA:CPU does both badly from autodiff: the transposed pads and slices fuse
-  into one loop with a bounds check per tap and element, and a reduction of a fused product runs
-  on XLA's own loop instead of YNNPACK's. Each tap's product is kept as its own buffer
-  (_materialized) so that its sum goes to YNNPACK.
+  Written out because XLA:CPU does both badly from autodiff: the transposed slices and
+  concatenations fuse into loops with a bounds check per tap and element, and a reduction of a
+  fused product runs on XLA's own loop instead of YNNPACK's. Each tap's product is kept as its
+  own buffer (_materialized) so that its sum goes to YNNPACK.
   """
   x_BTPC, weights_KC = residuals
   steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
-  flipped = tuple((-dt, -dp) for dt, dp in offsets)
-  dx = _shifted_sum(g_BTPC, weights_KC, flipped, _tap_strategy(flipped, steps, pitches))
+  dx = _region_sum(g_BTPC, weights_KC, tuple((-dt, -dp) for dt, dp in offsets))
   grads = []
   for dt, dp in offsets:
     window = _source_window(dt, dp, steps, pitches)

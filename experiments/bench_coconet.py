@@ -179,11 +179,11 @@ def train_step_products(name: str, config, *, repeats: int, warmup: int,
                            + ('; bf16 operands, f32 accumulation' if compute_dtype else ''))
 
 
-# The two ways coconet.model.DepthwiseConv adds its taps, at batch 64 of the small-dilated config's
-# activations (64 x 32 x 46 x 64): padding once then summing 9 shifted slices in one pass, or 9
-# scatter-adds into the overlapping windows (each a read-modify-write of the output). The model
-# picks by the padded-to-unpadded area (_PAD_AREA_RATIO_LIMIT); these rows show where that lies.
-_TAPS_DILATIONS = ((4, 4), (8, 8), (16, 16), (16, 32))
+# The ways of summing a depthwise conv's taps (coconet.model.TAP_STRATEGIES), at batch 64 of the
+# small-dilated config's activations (64 x 32 x 46 x 64): block by block of the plane where the
+# same taps are inside the input ('regions', the model's), from a zero-padded copy ('padded'), or
+# as one scatter-add per tap into its window ('windowed').
+_TAPS_DILATIONS = ((2, 2), (4, 4), (8, 8), (16, 16), (16, 32))
 
 
 def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict]:
@@ -192,15 +192,14 @@ def depthwise_taps(repeats: int, warmup: int, batch_size: int = 64) -> list[dict
   for dilation in _TAPS_DILATIONS:
     conv = model_lib.DepthwiseConv(64, (3, 3), dilation=dilation,
                                    kernel_init=nnx.initializers.he_normal(), rngs=nnx.Rngs(0))
-    ratio = model_lib.padded_area_ratio((3, 3), dilation, x.shape[1], x.shape[2])
-    for strategy in ('padded', 'windowed'):
-      taps = jax.jit(getattr(conv, f'_{strategy}_taps'))
+    for strategy in model_lib.TAP_STRATEGIES:
+      taps = jax.jit(functools.partial(conv.taps_by, strategy))
       seconds = bench.median_seconds(lambda: bench.block(taps(x)), repeats=repeats, warmup=warmup)
-      chosen = (ratio <= model_lib._PAD_AREA_RATIO_LIMIT) == (strategy == 'padded')
+      chosen = strategy == 'regions'
       results.append(bench.result(
           f'coconet/depthwise_taps/{strategy}_{dilation[0]}x{dilation[1]}', seconds,
-          padded_area_ratio=ratio, model_uses_it=chosen,
-          note=f'batch {batch_size} x 32 x 46 x 64, dilation {dilation}, padded area {ratio:.2f}x'
+          model_uses_it=chosen,
+          note=f'batch {batch_size} x 32 x 46 x 64, dilation {dilation}'
                + ('; the model uses this one' if chosen else '')))
   return results
 

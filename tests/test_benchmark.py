@@ -83,19 +83,18 @@ def test_cpword_benchmark_runs_on_the_tiny_model():
   assert results[2]['same_word'] and results[2]['speedup_vs_full'] > 0
 
 
-def test_depthwise_taps_rows_time_both_strategies_and_name_the_models_choice():
+def test_depthwise_taps_rows_time_every_strategy_and_name_the_models_choice():
   from coconet import model as model_lib
   from experiments import bench_coconet
   results = bench_coconet.depthwise_taps(repeats=1, warmup=0, batch_size=2)
-  assert len(results) == 2 * len(bench_coconet._TAPS_DILATIONS)
+  strategies = list(model_lib.TAP_STRATEGIES)
+  assert len(results) == len(strategies) * len(bench_coconet._TAPS_DILATIONS)
   assert all(r['seconds'] > 0 for r in results)
-  for padded, windowed in zip(results[::2], results[1::2]):
-    assert padded['name'].split('/')[-1].startswith('padded_')
-    assert windowed['name'].split('/')[-1].startswith('windowed_')
-    # Exactly one of the pair is the model's choice, the one its area limit picks.
-    padded_wins = padded['padded_area_ratio'] <= model_lib._PAD_AREA_RATIO_LIMIT
-    assert [padded['model_uses_it'], windowed['model_uses_it']] == [padded_wins, not padded_wins]
-    assert ('the model uses this one' in padded['note']) == padded_wins
+  for row, strategy in zip(results, strategies * len(bench_coconet._TAPS_DILATIONS)):
+    assert row['name'].split('/')[-1].startswith(strategy + '_')
+    # The model sums by regions, and only that row says so.
+    assert row['model_uses_it'] == (strategy == 'regions')
+    assert ('the model uses this one' in row['note']) == (strategy == 'regions')
 
 
 def test_forward_chunk_rows_name_the_chunk_sampling_uses():

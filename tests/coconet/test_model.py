@@ -50,12 +50,12 @@ def test_layer_plan():
     model_lib.Coconet(num_layers=3, num_filters=8, rngs=nnx.Rngs(0))
 
 
-# Padded ((1, 1), (2, 2), (8, 8)) and windowed ((16, 32)) taps; 2x2 kernels pad only at the end.
+# 2x2 kernels pad only at the end; (16, 32) leaves pitches that no pitch tap but the centre reaches.
 @pytest.mark.parametrize('kernel,dilation', [((3, 3), (1, 1)), ((3, 3), (2, 2)), ((3, 3), (8, 8)),
                                              ((3, 3), (16, 32)), ((2, 2), (1, 1))])
 def test_depthwise_conv_equals_grouped_conv(kernel, dilation):
   """Values and gradients: the model's depthwise conv (hand-written gradient) against XLA's
-  grouped conv, and both tap strategies differentiated by autodiff."""
+  grouped conv, and every tap strategy differentiated by autodiff."""
   he_normal = nnx.initializers.he_normal()
   dw = model_lib.DepthwiseConv(8, kernel, dilation=dilation, kernel_init=he_normal,
                                rngs=nnx.Rngs(0))
@@ -64,15 +64,17 @@ def test_depthwise_conv_equals_grouped_conv(kernel, dilation):
   grouped.kernel[...] = dw.kernel[...]
   x = jax.random.normal(jax.random.key(0), (2, 9, 46, 8))
   np.testing.assert_allclose(dw(x), grouped(x), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dw._padded_taps(x), dw._windowed_taps(x), rtol=1e-5, atol=1e-5)
+  for strategy in model_lib.TAP_STRATEGIES:
+    np.testing.assert_allclose(dw.taps_by(strategy, x), grouped(x), rtol=1e-5, atol=1e-5)
   cotangent = jax.random.normal(jax.random.key(1), x.shape)
 
   def grads_of(call, module):
     return nnx.grad(lambda m, x: jnp.sum(call(m, x) * cotangent), argnums=(0, 1))(module, x)
 
   expected_kernel, expected_x = grads_of(lambda m, x: m(x), grouped)
-  for call in (lambda m, x: m(x), lambda m, x: m._padded_taps(x),
-               lambda m, x: m._windowed_taps(x)):
+  calls = [lambda m, x: m(x)] + [lambda m, x, s=s: m.taps_by(s, x)
+                                 for s in model_lib.TAP_STRATEGIES]
+  for call in calls:
     got_kernel, got_x = grads_of(call, dw)
     np.testing.assert_allclose(got_kernel.kernel[...], expected_kernel.kernel[...], rtol=1e-4,
                                atol=1e-4)
