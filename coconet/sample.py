@@ -82,11 +82,8 @@ def sample_pitches(key: jax.Array, logits_BTPI: jax.Array, temperature: jax.Arra
   # One uniform number per variable (inverse CDF), as MusicVAE samples, instead of
   # jax.random.categorical's Gumbel variable per pitch: a batch-64 draw 2-3 against 3.5-4.4 ms
   # (`python -m experiments.benchmark --only=coconet/pitch_draw`).
-  # A branch, not a select: the argmax over pitch costs as much as the draw and is rarely wanted.
-  return jax.lax.cond(
-      temperature > 0,
-      lambda: sampling.categorical(key, jnp.swapaxes(scaled, 2, 3)),
-      lambda: jnp.argmax(logits_BTPI, axis=2).astype(jnp.int32))
+  sampled = sampling.categorical(key, jnp.swapaxes(scaled, 2, 3))
+  return jnp.where(temperature > 0, sampled, sampling.first_argmax(logits_BTPI, axis=2))
 
 
 def _onehot_BTPI(indices_BTI: jax.Array, num_pitches: int) -> jax.Array:

@@ -59,12 +59,24 @@ def categorical(rng: jax.Array, logits_BV: jax.Array) -> jax.Array:
                   * cumulative_BV[..., -1:])
   ids_B = jnp.minimum(jnp.sum(cumulative_BV <= threshold_B1, axis=-1), num_classes - 1)
   # Rounding in the sums could leave a zero-weight class just past a threshold: take the mode then.
-  # The modes are computed only when some row needs one (a Coconet Gibbs step's 8,192 rows spent
-  # more time on their argmax than on the draw).
   chosen_B = jnp.take_along_axis(weights_BV, ids_B[..., None], axis=-1)[..., 0]
-  return jax.lax.cond(
-      jnp.all(chosen_B > 0), lambda: ids_B.astype(jnp.int32),
-      lambda: jnp.where(chosen_B > 0, ids_B, jnp.argmax(weights_BV, axis=-1)).astype(jnp.int32))
+  return jnp.where(chosen_B > 0, ids_B, first_argmax(weights_BV, axis=-1)).astype(jnp.int32)
+
+
+def first_argmax(x: jax.Array, axis: int = -1) -> jax.Array:
+  """jnp.argmax (the first index of the maximum; int32) as a max and a min over indices.
+
+  XLA:CPU runs jnp.argmax as one reduction of (value, index) pairs on its own loop emitter: for
+  Coconet's 8,192 rows of 46 pitches it cost more than the whole inverse-CDF draw. Two plain
+  reductions vectorize. NaN is treated as smaller than any number here (jnp.argmax picks a NaN).
+  """
+  x = jnp.asarray(x)
+  axis = axis % x.ndim
+  size = x.shape[axis]
+  indices = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
+  is_max = x == jnp.max(x, axis=axis, keepdims=True)
+  first = jnp.min(jnp.where(is_max, indices, size), axis=axis)
+  return jnp.minimum(first, size - 1)  # an all-NaN row matches nothing: its last index
 
 
 # Up to this many classes, ranks and the mass before each class come from all pairwise

@@ -181,6 +181,16 @@ def test_categorical_follows_softmax_and_never_draws_minus_inf(by_cumsum, monkey
                                 [[2, 0, 0], [0, 0, 0]])
 
 
+@pytest.mark.parametrize('axis', [0, 1, 2, -1])
+def test_first_argmax_equals_argmax_ties_and_infinities_included(axis):
+  rng = np.random.default_rng(12)
+  x = rng.integers(0, 4, size=(5, 6, 7)).astype(np.float32)  # many ties: the first index wins
+  x[0, 0, :] = -np.inf
+  x[1, :, 2] = np.inf
+  np.testing.assert_array_equal(sampling.first_argmax(jnp.asarray(x), axis=axis),
+                                np.argmax(x, axis=axis))
+
+
 def test_top_p_samples_follow_the_renormalised_nucleus():
   probs_V = np.array([0.5, 0.3, 0.15, 0.05])
   n = 20000
