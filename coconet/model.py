@@ -75,8 +75,9 @@ def _same_pads(kernel_hw: tuple[int, int], dilation: tuple[int, int]) -> list[tu
 
 
 def conv_forward(x_BTPC, kernel_HWIO, dilation, compute_dtype=None):
-  """The SAME-padded conv of a Conv layer (kernel (kh, kw, in, out)); with compute_dtype bfloat16 its products take bf16 operands and accumulate and
-  return float32 (mixed precision: the parameters stay float32)."""
+  """The SAME-padded conv of a Conv layer (kernel (kh, kw, in, out)); with compute_dtype bfloat16
+  its products take bf16 operands and accumulate and return float32 (mixed precision: the
+  parameters stay float32)."""
   accumulate = None
   if compute_dtype is not None and jnp.dtype(compute_dtype) != x_BTPC.dtype:
     x_BTPC, kernel_HWIO = x_BTPC.astype(compute_dtype), kernel_HWIO.astype(compute_dtype)
@@ -147,8 +148,8 @@ def _region_sum(x_BTPC: jax.Array, weights_KC: jax.Array, offsets) -> jax.Array:
   The (time, pitch) plane is cut where some tap's source crosses the edge of x, so that within
   each block the same taps are inside x everywhere: a block is a sum of whole slices, the blocks
   are concatenated. No padded copy is written and no element is checked against the edge, which
-  the alternatives (_padded_sum, _windowed_sum) do: 2-4x faster than the better of them on
-  Coconet's activations (docs/performance.md).
+  the alternatives (_padded_sum, _windowed_sum) do: 1.3-3.7x faster than the better of them on
+  Coconet's activations (rows coconet/depthwise_taps/*, docs/performance.md).
   """
   steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]
   rows = []
@@ -237,10 +238,10 @@ def _depthwise_bwd(offsets, residuals, g_BTPC):
   """The input gradient is the same sum with the offsets negated; each tap's weight gradient is
   its source window times the cotangent, summed.
 
-  Written out because XLA:CPU does both badly from autodiff: the transposed slices and
-  concatenations fuse into loops with a bounds check per tap and element, and a reduction of a
-  fused product runs on XLA's own loop instead of YNNPACK's. Each tap's product is kept as its
-  own buffer (_materialized) so that its sum goes to YNNPACK.
+  Written out because autodiff's was slower on XLA:CPU (docs/performance.md): its transposed
+  slices fuse with the ReLU and batch-norm gradients into large loop fusions, and a reduction of
+  a fused product runs on XLA's own loop emitter instead of YNNPACK. Each tap's product is kept
+  as its own buffer (_materialized) so that its sum goes to YNNPACK.
   """
   x_BTPC, weights_KC = residuals
   steps, pitches = x_BTPC.shape[1], x_BTPC.shape[2]

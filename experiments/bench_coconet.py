@@ -123,9 +123,9 @@ def small_dilated(repeats: int, warmup: int) -> list[dict]:
   ]
 
 
-def _product_shapes(model) -> list[tuple[jax.Array, tuple[int, int]]]:
-  """Each layer's dense product: (kernel (kh, kw, in, out), dilation); a separable layer's is its
-  pointwise 1x1 kernel."""
+def _layer_products(model) -> list[tuple[jax.Array, tuple[int, int]]]:
+  """(kernel (kh, kw, in, out), dilation) of each layer's dense product; a separable layer's is
+  its pointwise 1x1 kernel."""
   shapes = []
   for layer in model.layers:
     dilation = (1, 1) if layer.depthwise is not None else layer.conv.dilation
@@ -143,7 +143,7 @@ def train_step_products(name: str, config, *, repeats: int, warmup: int,
   compute_dtype 'bfloat16': the products of config.mixed_precision (bf16 operands, f32
   accumulation)."""
   model = _eval_model(config)
-  kernels = _product_shapes(model)
+  kernels = _layer_products(model)
   weights = [kernel for kernel, _ in kernels]
   x_key, g_key = jax.random.split(jax.random.key(1))
   x = jax.random.normal(x_key, (config.batch_size, config.crop_len, data.NUM_PITCHES,

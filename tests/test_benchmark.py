@@ -109,7 +109,7 @@ def test_forward_chunk_rows_name_the_chunk_sampling_uses():
 
 def test_train_step_products_row_counts_every_product_and_nothing_else():
   """The products-only row does each layer's forward product, kernel gradient and (from the
-  second layer on) input gradient: XLA's FLOP count is that sum, and below the whole step's."""
+  second layer on) input gradient: XLA's FLOP count is that sum."""
   from coconet import data
   from coconet import model as model_lib
   from experiments import bench_coconet
@@ -117,7 +117,6 @@ def test_train_step_products_row_counts_every_product_and_nothing_else():
   config.batch_size, config.crop_len = 2, 8
   config.model.num_layers, config.model.num_filters = 5, 8
   row = bench_coconet.train_step_products('products', config, repeats=1, warmup=0)
-  step = bench_coconet.train_step_result('step', config, repeats=1, warmup=0)
   model = bench_coconet._eval_model(config)
   expected = 0
   for n, layer in enumerate(model.layers):
@@ -128,7 +127,6 @@ def test_train_step_products_row_counts_every_product_and_nothing_else():
     expected += (2 if n == 0 else 3) * 2 * config.batch_size * in_bounds * cin * cout
   flops = row['gflops_per_s'] * row['seconds'] * 1e9
   np.testing.assert_allclose(flops, expected, rtol=0.02)
-  assert flops < step['gflops_per_s'] * step['seconds'] * 1e9
 
 
 def test_pitch_draw_rows_time_both_samplers():
